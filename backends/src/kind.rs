@@ -1,0 +1,175 @@
+use std::fmt;
+use std::str::FromStr;
+
+use crate::IllumeBackend;
+
+/// A backend the user can ask for with `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    NdArray,
+    Wgpu,
+    Cuda,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 3] = [BackendKind::NdArray, BackendKind::Wgpu, BackendKind::Cuda];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::NdArray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this binary was built with the backend's cargo feature.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            BackendKind::NdArray => cfg!(feature = "ndarray"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// The backends compiled into this binary, in order of preference for a default.
+    pub fn compiled() -> Vec<BackendKind> {
+        Self::ALL.into_iter().filter(|k| k.is_compiled()).collect()
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "ndarray" | "cpu" => Ok(BackendKind::NdArray),
+            "wgpu" | "vulkan" | "webgpu" => Ok(BackendKind::Wgpu),
+            "cuda" => Ok(BackendKind::Cuda),
+            other => Err(BackendError::Unknown(other.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("unknown backend `{0}`: choose one of ndarray, wgpu, cuda")]
+    Unknown(String),
+    #[error(
+        "the `{kind}` backend is not compiled into this binary; rebuild with \
+         `cargo build --release --features {kind}` (compiled in: {compiled})"
+    )]
+    NotCompiled { kind: BackendKind, compiled: String },
+    #[error("the `{kind}` backend cannot start: {reason}")]
+    Unavailable { kind: BackendKind, reason: String },
+}
+
+/// Work generic over the backend, run by [`run_on`] on the one chosen at run time.
+pub trait BackendTask {
+    type Output;
+    fn run<B: IllumeBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Start `kind`'s default device, check that it answers, and run `task` on it.
+pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, BackendError> {
+    if !kind.is_compiled() {
+        let compiled: Vec<&str> = BackendKind::compiled().iter().map(|k| k.name()).collect();
+        return Err(BackendError::NotCompiled {
+            kind,
+            compiled: compiled.join(", "),
+        });
+    }
+    match kind {
+        #[cfg(feature = "ndarray")]
+        BackendKind::NdArray => Ok(task.run::<crate::NdArray>(Default::default())),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => {
+            let device = burn::backend::wgpu::WgpuDevice::default();
+            probe::<crate::Wgpu>(kind, &device, "no usable GPU adapter was found (Vulkan, Metal, DX12 or GL); on a machine without a GPU install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`)")?;
+            Ok(task.run::<crate::Wgpu>(device))
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            let device = burn::backend::cuda::CudaDevice::default();
+            probe::<crate::Cuda>(kind, &device, "the NVIDIA driver (libcuda.so) or NVRTC (libnvrtc.so) could not be loaded, or no CUDA device is present")?;
+            Ok(task.run::<crate::Cuda>(device))
+        }
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("checked by is_compiled"),
+    }
+}
+
+/// Start `kind`'s default device and run one tiny operation on it.
+pub fn check_available(kind: BackendKind) -> Result<(), BackendError> {
+    struct Nothing;
+    impl BackendTask for Nothing {
+        type Output = ();
+        fn run<B: IllumeBackend>(self, _: B::Device) {}
+    }
+    run_on(kind, Nothing)
+}
+
+/// GPU runtimes report a missing driver by panicking on first use; turn that into an error.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn probe<B: burn::tensor::backend::Backend>(
+    kind: BackendKind,
+    device: &B::Device,
+    hint: &str,
+) -> Result<(), BackendError> {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0], device)
+            .sum()
+            .into_scalar()
+    }));
+    std::panic::set_hook(previous);
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(payload) => {
+            let detail = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("no detail");
+            Err(BackendError::Unavailable {
+                kind,
+                reason: format!("{hint} ({detail})"),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_rejects_unknown() {
+        assert_eq!("CUDA".parse::<BackendKind>().unwrap(), BackendKind::Cuda);
+        assert_eq!("cpu".parse::<BackendKind>().unwrap(), BackendKind::NdArray);
+        let err = "metal2".parse::<BackendKind>().unwrap_err().to_string();
+        assert!(
+            err.contains("metal2") && err.contains("ndarray, wgpu, cuda"),
+            "{err}"
+        );
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn uncompiled_backend_names_its_feature() {
+        struct Noop;
+        impl BackendTask for Noop {
+            type Output = ();
+            fn run<B: IllumeBackend>(self, _: B::Device) {}
+        }
+        let err = run_on(BackendKind::Cuda, Noop).unwrap_err().to_string();
+        assert!(err.contains("--features cuda"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+//! Backends of illume-rs: which ones are compiled in, how to start a device, and the
+//! operations the models call through [`IllumeBackend`] (generic compositions by default,
+//! fused CubeCL kernels where a backend provides them).
+
+mod kind;
+pub mod ops;
+pub mod reference;
+
+pub use kind::{check_available, run_on, BackendError, BackendKind, BackendTask};
+pub use ops::IllumeBackend;
+
+/// CPU backend (ndarray, f32, multi-threaded).
+#[cfg(feature = "ndarray")]
+pub type NdArray = burn::backend::NdArray<f32>;
+/// WebGPU-family backend (Vulkan, Metal, DX12, GL; Mesa lavapipe on CPU-only machines).
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu<f32, i32>;
+/// NVIDIA CUDA backend.
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda<f32, i32>;

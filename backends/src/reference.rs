@@ -1,0 +1,137 @@
+//! Reference compositions of the hot-path operations, written once with Burn tensor ops.
+//!
+//! They are the definition the fused kernels are tested against, and what every backend
+//! without a fused kernel (ndarray in particular) runs.
+
+use burn::tensor::{activation, backend::Backend, Int, Tensor};
+
+/// `x / sqrt(mean(x², last dim) + eps) * weight` (Qwen2 RMSNorm).
+pub fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let mean_square = x.clone().powi_scalar(2).mean_dim(D - 1);
+    let normalized = x * mean_square.add_scalar(eps).sqrt().recip();
+    normalized * weight.unsqueeze()
+}
+
+/// `silu(gate) * up`, the gated activation of SwiGLU MLPs.
+pub fn silu_mul<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    activation::silu(gate) * up
+}
+
+/// Rotary embedding in the rotate-half layout: `x·cos + rotate_half(x)·sin`, with
+/// `rotate_half([a, b]) = [-b, a]` over the last dimension.
+///
+/// `x` is `[batch, heads, seq, head_dim]`; `cos`/`sin` are `[seq, head_dim]`. The same
+/// operation serves the LLM's 1-D RoPE and the ViT's 2-D RoPE: only the tables differ.
+pub fn rotary<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
+    let [b, h, s, d] = x.dims();
+    let half = d / 2;
+    let first = x.clone().slice([0..b, 0..h, 0..s, 0..half]);
+    let second = x.clone().slice([0..b, 0..h, 0..s, half..d]);
+    let rotated = Tensor::cat(vec![second.neg(), first], 3);
+    x * cos.unsqueeze::<4>() + rotated * sin.unsqueeze::<4>()
+}
+
+/// GroupNorm over `[n, c, h, w]` (biased variance, as PyTorch), optional per-channel affine,
+/// optionally followed by SiLU.
+pub fn group_norm<B: Backend>(
+    x: Tensor<B, 4>,
+    groups: usize,
+    gamma: Option<Tensor<B, 1>>,
+    beta: Option<Tensor<B, 1>>,
+    eps: f64,
+    silu: bool,
+) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    let grouped = x.reshape([n, groups, (c / groups) * h * w]);
+    let mean = grouped.clone().mean_dim(2);
+    let centered = grouped - mean;
+    let var = centered.clone().powi_scalar(2).mean_dim(2);
+    let normalized = (centered * var.add_scalar(eps).sqrt().recip()).reshape([n, c, h, w]);
+    let scaled = match gamma {
+        Some(g) => normalized * g.reshape([1, c, 1, 1]),
+        None => normalized,
+    };
+    let shifted = match beta {
+        Some(b) => scaled + b.reshape([1, c, 1, 1]),
+        None => scaled,
+    };
+    if silu {
+        activation::silu(shifted)
+    } else {
+        shifted
+    }
+}
+
+/// Rows of the codebook scanned per step by [`nearest_code`]: bounds the distance tile to
+/// `n × NEAREST_CODE_TILE` values whatever the codebook size (the official SimVQ searches in
+/// blocks of the same size).
+pub const NEAREST_CODE_TILE: usize = 32768;
+
+/// Index of the nearest codebook row (Euclidean) for every row of `z`, first index on ties.
+///
+/// `z` is `[n, d]`, `codebook` `[k, d]`. Distances are `‖c‖² − 2 z·c` (the `‖z‖²` term does
+/// not change the arg-min), computed tile by tile of `tile` codebook rows.
+pub fn nearest_code<B: Backend>(
+    z: Tensor<B, 2>,
+    codebook: Tensor<B, 2>,
+    tile: usize,
+) -> Tensor<B, 1, Int> {
+    let [n, _] = z.dims();
+    let [k, d] = codebook.dims();
+    let mut best: Option<(Tensor<B, 2>, Tensor<B, 2, Int>)> = None;
+    let mut start = 0;
+    while start < k {
+        let end = (start + tile).min(k);
+        let block = codebook.clone().slice([start..end, 0..d]);
+        let norms = block
+            .clone()
+            .powi_scalar(2)
+            .sum_dim(1)
+            .reshape([1, end - start]);
+        let dist = norms - z.clone().matmul(block.transpose()).mul_scalar(2.0);
+        let (min, idx) = dist.min_dim_with_indices(1);
+        let idx = idx.add_scalar(start as i64);
+        best = Some(match best {
+            None => (min, idx),
+            Some((best_min, best_idx)) => {
+                let better = min.clone().lower(best_min.clone());
+                (
+                    best_min.mask_where(better.clone(), min),
+                    best_idx.mask_where(better, idx),
+                )
+            }
+        });
+        start = end;
+    }
+    let (_, idx) = best.expect("codebook has at least one row");
+    idx.reshape([n])
+}
+
+/// Scaled dot-product attention. `q` is `[b, h, sq, d]`, `k`/`v` `[b, h, sk, d]` (expand
+/// grouped KV heads before calling). With `causal`, query `i` sees keys `j ≤ i + sk − sq`
+/// (bottom-right aligned, so it also serves KV-cached decoding).
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: f64,
+    causal: bool,
+) -> Tensor<B, 4> {
+    let [_, _, sq, _] = q.dims();
+    let [_, _, sk, _] = k.dims();
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+    let scores = if causal && sq > 1 {
+        let device = scores.device();
+        let rows = Tensor::<B, 1, Int>::arange(0..sq as i64, &device).reshape([sq, 1]);
+        let cols = Tensor::<B, 1, Int>::arange(0..sk as i64, &device).reshape([1, sk]);
+        let future = cols.greater(rows.add_scalar((sk - sq) as i64));
+        scores.mask_fill(future.unsqueeze::<4>(), f32::NEG_INFINITY)
+    } else {
+        scores
+    };
+    activation::softmax(scores, 3).matmul(v)
+}

@@ -1,0 +1,10 @@
+//! illume-rs: ILLUME+ inference in pure Rust on Burn.
+//!
+//! The crate re-exports the building blocks so that an application can embed the runtime:
+//! checkpoint reading ([`weights`]) and backend selection ([`backends`]); the models live in
+//! their own crates and are re-exported here as they land.
+
+pub use illume_backends as backends;
+pub use illume_weights as weights;
+
+pub mod bench;

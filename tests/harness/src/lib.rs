@@ -1,0 +1,257 @@
+//! Test harness of illume-rs: finds the official reference fixtures, reads their tensors,
+//! compares with stated tolerances, and turns one generic test body into one test per
+//! compiled backend.
+//!
+//! Fixtures live under `tests/fixtures/<component>/`; when `ILLUME_FIXTURES` is set, its
+//! `<component>/` folders are used instead. A component folder is one fixture set if it holds
+//! `io.safetensors`, and every sub-folder that holds one is a further set.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+pub use illume_backends as backends;
+use illume_weights::Checkpoint;
+
+/// Root of the fixture tree in use.
+pub fn fixture_root() -> PathBuf {
+    match std::env::var_os("ILLUME_FIXTURES") {
+        Some(root) => PathBuf::from(root),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures"),
+    }
+}
+
+/// One fixture set: the folder written by the official code for one component.
+pub struct FixtureSet {
+    pub dir: PathBuf,
+    io: Checkpoint,
+}
+
+impl FixtureSet {
+    fn open(dir: &Path) -> Self {
+        let io = Checkpoint::open(dir.join("io.safetensors"))
+            .unwrap_or_else(|e| panic!("cannot read fixture tensors: {e}"));
+        Self {
+            dir: dir.to_path_buf(),
+            io,
+        }
+    }
+
+    /// `fixture.json` (or `config.json` where a component has no fixture.json).
+    pub fn meta(&self) -> serde_json::Value {
+        let path = ["fixture.json", "config.json"]
+            .iter()
+            .map(|n| self.dir.join(n))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("{}: no fixture.json or config.json", self.dir.display()));
+        let text = std::fs::read_to_string(&path).expect("readable fixture metadata");
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: invalid JSON: {e}", path.display()))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.io.contains(name)
+    }
+
+    /// Names of the stored tensors.
+    pub fn names(&self) -> Vec<String> {
+        self.io.names().map(str::to_owned).collect()
+    }
+
+    /// Case prefixes: the distinct first components of tensor names (`case0`, `und`, ...).
+    pub fn prefixes(&self) -> Vec<String> {
+        self.io.roots().into_iter().map(str::to_owned).collect()
+    }
+
+    pub fn data(&self, name: &str) -> TensorData {
+        self.io
+            .data(name)
+            .unwrap_or_else(|e| panic!("fixture {}: {e}", self.dir.display()))
+    }
+
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.data(name).shape.to_vec()
+    }
+
+    pub fn f32s(&self, name: &str) -> Vec<f32> {
+        self.data(name)
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("float data")
+    }
+
+    pub fn i64s(&self, name: &str) -> Vec<i64> {
+        self.data(name)
+            .convert::<i64>()
+            .into_vec::<i64>()
+            .expect("integer data")
+    }
+
+    pub fn u8s(&self, name: &str) -> Vec<u8> {
+        self.data(name).into_vec::<u8>().expect("uint8 data")
+    }
+
+    /// A stored tensor as a float tensor on `device`.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        device: &B::Device,
+    ) -> Tensor<B, D> {
+        self.io
+            .float(name, device)
+            .unwrap_or_else(|e| panic!("fixture {}: {e}", self.dir.display()))
+    }
+}
+
+/// Every fixture set of `component`; prints where they come from, and fails when there is
+/// none (a parity suite that checks nothing must not pass).
+pub fn fixture_sets(component: &str) -> Vec<FixtureSet> {
+    let root = fixture_root();
+    let dir = root.join(component);
+    println!("fixture root: {} (component `{component}`)", root.display());
+    let mut dirs = Vec::new();
+    if dir.join("io.safetensors").is_file() {
+        dirs.push(dir.clone());
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        let mut subdirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("io.safetensors").is_file())
+            .collect();
+        subdirs.sort();
+        dirs.extend(subdirs);
+    }
+    assert!(
+        !dirs.is_empty(),
+        "no fixture case for `{component}` under {} (expected io.safetensors there or in a sub-folder)",
+        dir.display()
+    );
+    dirs.iter()
+        .map(|d| {
+            println!("  fixture set {}", d.display());
+            FixtureSet::open(d)
+        })
+        .collect()
+}
+
+/// Print which case a test is checking (cases are listed, never checked silently).
+pub fn announce_case(set: &FixtureSet, case: &str) {
+    println!("  checking case `{case}` of {}", set.dir.display());
+}
+
+/// Largest absolute difference and where it is.
+pub fn max_abs_diff(actual: &[f32], expected: &[f32]) -> (f32, usize) {
+    actual
+        .iter()
+        .zip(expected)
+        .enumerate()
+        .map(|(i, (a, e))| ((a - e).abs(), i))
+        .fold((0.0, 0), |best, x| {
+            if x.0 > best.0 || x.0.is_nan() {
+                x
+            } else {
+                best
+            }
+        })
+}
+
+/// Assert `|actual - expected| ≤ tol · max(1, max|expected|)` everywhere: an absolute
+/// tolerance on tensors of unit scale, relative to the scale of larger ones.
+pub fn assert_close_scaled(what: &str, actual: &[f32], expected: &[f32], tol: f32) {
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{what}: {} values computed, {} expected",
+        actual.len(),
+        expected.len()
+    );
+    let scale = expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let (diff, at) = max_abs_diff(actual, expected);
+    println!(
+        "    {what}: max |diff| {diff:.3e} (scale {scale:.3}, tolerance {:.1e})",
+        tol * scale
+    );
+    assert!(
+        diff <= tol * scale,
+        "{what}: max |diff| {diff:e} at flat index {at} (got {}, expected {}) exceeds {tol:e} x scale {scale}",
+        actual[at],
+        expected[at]
+    );
+}
+
+/// The values of a tensor as f32.
+pub fn to_f32s<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("float tensor")
+}
+
+/// Generate one `#[test]` per compiled backend for each listed generic test body
+/// `fn body<B: IllumeBackend>(device: &B::Device)`.
+///
+/// ndarray always runs; wgpu runs when this harness is built with its `wgpu` feature; cuda
+/// runs with `cuda` when a device answers, and otherwise prints why it was skipped.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($body:ident),* $(,)?) => {
+        mod ndarray_backend {
+            $(
+                #[test]
+                fn $body() {
+                    super::$body::<$crate::backends::NdArray>(&Default::default());
+                }
+            )*
+        }
+        $crate::__wgpu_tests!($($body),*);
+        $crate::__cuda_tests!($($body),*);
+    };
+}
+
+#[cfg(feature = "wgpu")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wgpu_tests {
+    ($($body:ident),*) => {
+        mod wgpu_backend {
+            $(
+                #[test]
+                fn $body() {
+                    super::$body::<$crate::backends::Wgpu>(&Default::default());
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(not(feature = "wgpu"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wgpu_tests {
+    ($($body:ident),*) => {};
+}
+
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cuda_tests {
+    ($($body:ident),*) => {
+        mod cuda_backend {
+            $(
+                #[test]
+                fn $body() {
+                    match $crate::backends::check_available($crate::backends::BackendKind::Cuda) {
+                        Ok(()) => super::$body::<$crate::backends::Cuda>(&Default::default()),
+                        Err(e) => eprintln!("SKIPPED on cuda: {e}"),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(not(feature = "cuda"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cuda_tests {
+    ($($body:ident),*) => {};
+}

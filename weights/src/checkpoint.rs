@@ -1,0 +1,357 @@
+//! A checkpoint as published: one or more files behind one name → lazily read tensors.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{backend::Backend, DType, Element, Tensor, TensorData};
+use burn_store::pytorch::PytorchReader;
+use burn_store::{ModuleStore, SafetensorsStore, TensorSnapshot};
+
+use crate::error::WeightsError;
+use crate::pickle_guard;
+
+/// On-disk format of a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Safetensors,
+    /// Several safetensors files listed by a `*.safetensors.index.json` weight map.
+    ShardedSafetensors,
+    /// `torch.save` output (zip or legacy), parsed as data by burn-store.
+    Pytorch,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Safetensors => "safetensors",
+            Format::ShardedSafetensors => "sharded safetensors",
+            Format::Pytorch => "PyTorch pickle (read as data)",
+        })
+    }
+}
+
+/// File names tried, in order, when a checkpoint is given as a directory.
+const DIRECTORY_CANDIDATES: &[&str] = &[
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json",
+    "diffusion_pytorch_model.safetensors",
+    "pytorch_model.bin",
+    "diffusion_pytorch_model.bin",
+];
+
+/// Top-level keys under which training scripts nest a state dict.
+pub const STATE_DICT_WRAPPERS: &[&str] = &["model", "state_dict", "ema"];
+
+/// Tensors of one checkpoint, by name, read on demand (safetensors are memory-mapped).
+pub struct Checkpoint {
+    path: PathBuf,
+    files: Vec<PathBuf>,
+    format: Format,
+    tensors: BTreeMap<String, TensorSnapshot>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("path", &self.path)
+            .field("format", &self.format)
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl Checkpoint {
+    /// Open a checkpoint file, a sharded index, or a directory holding one of them.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightsError> {
+        let path = path.as_ref();
+        let file = if path.is_dir() {
+            DIRECTORY_CANDIDATES
+                .iter()
+                .map(|name| path.join(name))
+                .find(|p| p.is_file())
+                .ok_or_else(|| WeightsError::NotFound {
+                    path: path.to_path_buf(),
+                    hint: format!("looked for {}", DIRECTORY_CANDIDATES.join(", ")),
+                })?
+        } else if path.is_file() {
+            path.to_path_buf()
+        } else {
+            return Err(WeightsError::NotFound {
+                path: path.to_path_buf(),
+                hint: "no such file or directory".into(),
+            });
+        };
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let mut checkpoint = if name.ends_with(".index.json") {
+            Self::open_sharded(&file)?
+        } else if name.ends_with(".safetensors") {
+            Self::open_safetensors(&file)?
+        } else {
+            Self::open_pytorch(&file)?
+        };
+        checkpoint.path = path.to_path_buf();
+        Ok(checkpoint)
+    }
+
+    fn open_safetensors(file: &Path) -> Result<Self, WeightsError> {
+        let tensors = read_safetensors(file)?;
+        Ok(Self {
+            path: file.to_path_buf(),
+            files: vec![file.to_path_buf()],
+            format: Format::Safetensors,
+            tensors,
+        })
+    }
+
+    fn open_sharded(index: &Path) -> Result<Self, WeightsError> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            weight_map: BTreeMap<String, String>,
+        }
+        let text = std::fs::read_to_string(index).map_err(|e| WeightsError::io(index, e))?;
+        let parsed: Index = serde_json::from_str(&text).map_err(|e| WeightsError::Format {
+            path: index.to_path_buf(),
+            reason: format!("not a safetensors index (expected a `weight_map`): {e}"),
+        })?;
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let shards: std::collections::BTreeSet<&String> = parsed.weight_map.values().collect();
+        let mut tensors = BTreeMap::new();
+        let mut files = Vec::new();
+        for shard in shards {
+            let file = dir.join(shard);
+            if !file.is_file() {
+                return Err(WeightsError::NotFound {
+                    path: file,
+                    hint: format!("shard listed in {}", index.display()),
+                });
+            }
+            tensors.append(&mut read_safetensors(&file)?);
+            files.push(file);
+        }
+        if let Some(name) = parsed.weight_map.keys().find(|n| !tensors.contains_key(*n)) {
+            return Err(WeightsError::Format {
+                path: index.to_path_buf(),
+                reason: format!("`{name}` is listed in the index but missing from its shard"),
+            });
+        }
+        Ok(Self {
+            path: index.to_path_buf(),
+            files,
+            format: Format::ShardedSafetensors,
+            tensors,
+        })
+    }
+
+    fn open_pytorch(file: &Path) -> Result<Self, WeightsError> {
+        pickle_guard::scan_file(file)?;
+        let reader = PytorchReader::new(file).map_err(|e| WeightsError::Format {
+            path: file.to_path_buf(),
+            reason: format!("cannot read PyTorch checkpoint: {e}"),
+        })?;
+        Ok(Self {
+            path: file.to_path_buf(),
+            files: vec![file.to_path_buf()],
+            format: Format::Pytorch,
+            // burn-store keys the map by dotted name but leaves the snapshots' own paths
+            // empty; the path is what module loading matches on.
+            tensors: reader
+                .into_tensors()
+                .into_iter()
+                .map(|(name, snapshot)| {
+                    let named = with_name(&snapshot, &name);
+                    (name, named)
+                })
+                .collect(),
+        })
+    }
+
+    /// The path the user gave.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The files actually read (one per shard).
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn snapshots(&self) -> &BTreeMap<String, TensorSnapshot> {
+        &self.tensors
+    }
+
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).map(|s| s.shape.to_vec())
+    }
+
+    pub fn dtype(&self, name: &str) -> Option<DType> {
+        self.tensors.get(name).map(|s| s.dtype)
+    }
+
+    /// Read one tensor as the backend's float type, checking its rank.
+    pub fn float<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, WeightsError> {
+        let data = self.data(name)?;
+        if data.shape.len() != D {
+            return Err(self.tensor_error(
+                name,
+                format!("expected rank {D}, the file has shape {:?}", data.shape),
+            ));
+        }
+        let data = data.convert_dtype(<B::FloatElem as Element>::dtype());
+        Ok(Tensor::from_data(data, device))
+    }
+
+    /// Raw tensor data exactly as stored.
+    pub fn data(&self, name: &str) -> Result<TensorData, WeightsError> {
+        let snapshot = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| self.tensor_error(name, "not in the checkpoint".into()))?;
+        snapshot
+            .to_data()
+            .map_err(|e| self.tensor_error(name, format!("cannot read its bytes: {e:?}")))
+    }
+
+    fn tensor_error(&self, name: &str, reason: String) -> WeightsError {
+        WeightsError::Tensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            reason,
+        }
+    }
+
+    /// Keep the tensors under `prefix.`, with that prefix removed.
+    pub fn subtree(&self, prefix: &str) -> Self {
+        let dotted = format!("{prefix}.");
+        self.renamed(|name| name.strip_prefix(&dotted).map(str::to_owned))
+    }
+
+    /// A view with every name passed through `rename`; `None` drops the tensor.
+    pub fn renamed(&self, rename: impl Fn(&str) -> Option<String>) -> Self {
+        let tensors = self
+            .tensors
+            .iter()
+            .filter_map(|(name, snapshot)| {
+                let new = rename(name)?;
+                Some((new.clone(), with_name(snapshot, &new)))
+            })
+            .collect();
+        Self {
+            path: self.path.clone(),
+            files: self.files.clone(),
+            format: self.format,
+            tensors,
+        }
+    }
+
+    /// First components of every tensor name (`semantic_encoder`, `model`, ...).
+    pub fn roots(&self) -> std::collections::BTreeSet<&str> {
+        self.names()
+            .map(|n| n.split('.').next().unwrap_or(n))
+            .collect()
+    }
+
+    /// Accept a flat state dict whose roots include `expected_root`, or one nested under
+    /// `model`, `state_dict` or `ema` (first found wins, in that order). Anything else is
+    /// reported as "not a `kind` checkpoint".
+    pub fn unwrap_state_dict(self, expected_root: &str, kind: &str) -> Result<Self, WeightsError> {
+        if self.roots().contains(expected_root) {
+            return Ok(self);
+        }
+        for wrapper in STATE_DICT_WRAPPERS {
+            let inner = self.subtree(wrapper);
+            if inner.roots().contains(expected_root) {
+                return Ok(inner);
+            }
+        }
+        let roots: Vec<&str> = self.roots().into_iter().take(8).collect();
+        Err(WeightsError::WrongCheckpoint {
+            path: self.path.clone(),
+            what: format!("this {}", self.format),
+            expected: kind.to_string(),
+            reason: format!(
+                "expected tensors under `{expected_root}.` (flat, or nested in model/state_dict/ema); \
+                 found top-level names {roots:?}"
+            ),
+        })
+    }
+}
+
+fn with_name(snapshot: &TensorSnapshot, name: &str) -> TensorSnapshot {
+    TensorSnapshot::from_closure(
+        snapshot.clone_data_fn(),
+        snapshot.dtype,
+        snapshot.shape.clone(),
+        name.split('.').map(str::to_owned).collect(),
+        snapshot.container_stack.clone().unwrap_or_default(),
+        snapshot.tensor_id.unwrap_or_default(),
+    )
+}
+
+/// Validate the header ourselves (clear errors for truncated or foreign files), then let
+/// burn-store build lazy, memory-mapped snapshots.
+fn read_safetensors(file: &Path) -> Result<BTreeMap<String, TensorSnapshot>, WeightsError> {
+    let handle = File::open(file).map_err(|e| WeightsError::io(file, e))?;
+    // SAFETY: the map is read-only and lives only for this validation; a concurrent
+    // truncation of the file by another process is outside what we can defend against.
+    let map = unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| WeightsError::io(file, e))?;
+    safetensors::SafeTensors::deserialize(&map).map_err(|e| WeightsError::Format {
+        path: file.to_path_buf(),
+        reason: describe_safetensors_error(&e, map.len()),
+    })?;
+    drop(map);
+    let mut store = SafetensorsStore::from_file(file);
+    let tensors = store
+        .get_all_snapshots()
+        .map_err(|e| WeightsError::Format {
+            path: file.to_path_buf(),
+            reason: format!("cannot index tensors: {e}"),
+        })?;
+    Ok(tensors.clone())
+}
+
+fn describe_safetensors_error(e: &safetensors::SafeTensorError, file_len: usize) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall | E::HeaderTooLarge | E::InvalidHeaderLength => format!(
+            "not a safetensors file: the first 8 bytes do not give a plausible header length \
+             (file is {file_len} bytes)"
+        ),
+        E::InvalidHeader(_) | E::InvalidHeaderStart | E::InvalidHeaderDeserialization(_) => {
+            "not a safetensors file: the header is not valid JSON metadata".into()
+        }
+        E::MetadataIncompleteBuffer | E::InvalidOffset(_) => format!(
+            "the file is truncated or corrupt: the header describes more tensor data than the \
+             {file_len} bytes present"
+        ),
+        other => format!("invalid safetensors file: {other}"),
+    }
+}
