@@ -8,3 +8,4 @@ pub use illume_backends as backends;
 pub use illume_weights as weights;
 
 pub mod bench;
+pub mod demo;
