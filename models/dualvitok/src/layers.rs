@@ -1,0 +1,185 @@
+//! Tensor building blocks shared by the DualViTok networks.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::PaddingConfig2d;
+use burn::tensor::{activation, backend::Backend, ops::PadMode, Tensor};
+
+/// Upper bound on the values of one im2col band of [`conv2d`] (128 MiB of f32): large enough
+/// for big matmuls, small enough that a 512×512×384 convolution never unfolds whole.
+const IM2COL_BAND_VALUES: usize = 32 << 20;
+
+/// A `k×k`, stride-1 convolution with "same" zero padding (`k/2`), as every convolution of the
+/// MoVQ encoder/decoder is.
+pub fn conv_config(c_in: usize, c_out: usize, kernel: usize) -> Conv2dConfig {
+    let p = kernel / 2;
+    Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+}
+
+/// Apply a stride-1, same-padded convolution (see [`conv_config`]) as matrix products.
+///
+/// 1×1 kernels are one matmul. Larger kernels are unfolded (im2col) one band of output rows at
+/// a time, so each band is a single `[out, in·k·k] × [in·k·k, rows·w]` matmul: the CPU backend's
+/// direct convolution is far slower than its GEMM, and GPU backends run GEMMs well too.
+pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [c_out, c_in, kh, kw] = conv.weight.dims();
+    let [batch, _, height, width] = x.dims();
+    let weight = conv.weight.val().reshape([1, c_out, c_in * kh * kw]);
+    let bias = conv.bias.as_ref().map(|b| b.val().reshape([1, c_out, 1]));
+    let with_bias = |y: Tensor<B, 3>| match &bias {
+        Some(b) => y + b.clone(),
+        None => y,
+    };
+    if kh == 1 && kw == 1 {
+        let y = weight.matmul(x.reshape([batch, c_in, height * width]));
+        return with_bias(y).reshape([batch, c_out, height, width]);
+    }
+    let (ph, pw) = (kh / 2, kw / 2);
+    let padded = x.pad([(0, 0), (0, 0), (ph, ph), (pw, pw)], PadMode::Constant(0.0));
+    let unfolded_per_row = c_in * kh * kw * width * batch;
+    let band = (IM2COL_BAND_VALUES / unfolded_per_row).clamp(1, height);
+    let mut outputs = Vec::with_capacity(height.div_ceil(band));
+    for row in (0..height).step_by(band) {
+        let rows = band.min(height - row);
+        let taps: Vec<Tensor<B, 4>> = (0..kh)
+            .flat_map(|dy| (0..kw).map(move |dx| (dy, dx)))
+            .map(|(dy, dx)| {
+                padded
+                    .clone()
+                    .slice([0..batch, 0..c_in, row + dy..row + dy + rows, dx..dx + width])
+            })
+            .collect();
+        // [b, c_in, k·k, rows, w]: column index c·k·k + dy·k + dx, the weight's flattening.
+        let columns = Tensor::stack::<5>(taps, 2).reshape([batch, c_in * kh * kw, rows * width]);
+        let y = with_bias(weight.clone().matmul(columns));
+        outputs.push(y.reshape([batch, c_out, rows, width]));
+    }
+    Tensor::cat(outputs, 2)
+}
+
+/// `x · σ(1.702 x)`, the activation of the Qwen2-VL vision blocks.
+pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.clone() * activation::sigmoid(x.mul_scalar(1.702))
+}
+
+/// LayerNorm over the last dimension without affine parameters (`elementwise_affine=False`).
+pub fn layer_norm_plain<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+    let mean = x.clone().mean_dim(D - 1);
+    let centered = x - mean;
+    let var = centered.clone().powi_scalar(2).mean_dim(D - 1);
+    // Divide: burn-ndarray's `recip` is an approximation (relative error ~6e-5).
+    centered / var.add_scalar(eps).sqrt()
+}
+
+/// `F.pixel_unshuffle(x, 2)`: `[b, c, h, w]` → `[b, 4c, h/2, w/2]`, channel `4c + 2i + j`
+/// holding the pixel at offset `(i, j)` of each 2×2 cell.
+pub fn pixel_unshuffle<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h / 2, 2, w / 2, 2])
+        .permute([0, 1, 3, 5, 2, 4])
+        .reshape([b, c * 4, h / 2, w / 2])
+}
+
+/// `F.pixel_shuffle(x, 2)`, the inverse of [`pixel_unshuffle`].
+pub fn pixel_shuffle<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, c4, h, w] = x.dims();
+    let c = c4 / 4;
+    x.reshape([b, c, 2, 2, h, w])
+        .permute([0, 1, 4, 2, 5, 3])
+        .reshape([b, c, h * 2, w * 2])
+}
+
+/// 2×2 average pooling (stride 2).
+pub fn avg_pool_2x2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h / 2, 2, w / 2, 2])
+        .mean_dim(5)
+        .mean_dim(3)
+        .reshape([b, c, h / 2, w / 2])
+}
+
+/// Nearest-neighbour upsampling by an integer factor (exact for PyTorch's `nearest` mode at
+/// integer scales).
+pub fn upsample_nearest<B: Backend>(x: Tensor<B, 4>, factor: usize) -> Tensor<B, 4> {
+    if factor == 1 {
+        return x;
+    }
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h, 1, w, 1])
+        .expand([b, c, h, factor, w, factor])
+        .reshape([b, c, h * factor, w * factor])
+}
+
+/// `x · scale + shift` where `scale`/`shift` live on a grid `factor` times coarser than `x`
+/// (nearest-upsampled by broadcasting, never materialised at full size).
+pub fn modulate_nearest<B: Backend>(
+    x: Tensor<B, 4>,
+    scale: Tensor<B, 4>,
+    shift: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    let [_, _, hs, ws] = scale.dims();
+    let (fy, fx) = (h / hs, w / ws);
+    let coarse = |t: Tensor<B, 4>| t.reshape([b, c, hs, 1, ws, 1]);
+    (x.reshape([b, c, hs, fy, ws, fx]) * coarse(scale) + coarse(shift)).reshape([b, c, h, w])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::tensor::{Distribution, Tolerance};
+    use illume_backends::NdArray;
+
+    type B = NdArray;
+
+    #[test]
+    fn gemm_convolution_matches_burns_convolution() {
+        let device = Default::default();
+        for (c_in, c_out, k, h, w) in [(3, 8, 3, 9, 7), (8, 4, 1, 5, 6), (16, 8, 3, 40, 3)] {
+            let mut conv = conv_config(c_in, c_out, k).init::<B>(&device);
+            conv.bias = Some(Param::from_tensor(Tensor::random(
+                [c_out],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            )));
+            let x =
+                Tensor::<B, 4>::random([2, c_in, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let expected = conv.forward(x.clone()).into_data();
+            conv2d(&conv, x)
+                .into_data()
+                .assert_approx_eq::<f32>(&expected, Tolerance::absolute(1e-4));
+        }
+    }
+
+    #[test]
+    fn shuffles_are_inverse_and_pooling_averages_cells() {
+        let device = Default::default();
+        let x = Tensor::<B, 4>::random([1, 3, 4, 6], Distribution::Normal(0.0, 1.0), &device);
+        pixel_shuffle(pixel_unshuffle(x.clone()))
+            .into_data()
+            .assert_eq(&x.clone().into_data(), true);
+        // Channel 4c + 2i + j of the unshuffled tensor is pixel (2y + i, 2x + j) of channel c.
+        let un = pixel_unshuffle(x.clone());
+        let a = un.slice([0..1, 7..8, 1..2, 2..3]).into_scalar();
+        let b = x.clone().slice([0..1, 1..2, 3..4, 5..6]).into_scalar();
+        assert_eq!(a, b);
+        let pooled = avg_pool_2x2(x.clone())
+            .slice([0..1, 2..3, 1..2, 0..1])
+            .into_scalar();
+        let cell = x.slice([0..1, 2..3, 2..4, 0..2]).mean().into_scalar();
+        assert!((pooled - cell).abs() < 1e-6);
+    }
+
+    #[test]
+    fn coarse_modulation_equals_upsampled_modulation() {
+        let device = Default::default();
+        let x = Tensor::<B, 4>::random([1, 2, 8, 12], Distribution::Normal(0.0, 1.0), &device);
+        let s = Tensor::<B, 4>::random([1, 2, 2, 3], Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<B, 4>::random([1, 2, 2, 3], Distribution::Normal(0.0, 1.0), &device);
+        let expected = x.clone() * upsample_nearest(s.clone(), 4) + upsample_nearest(t.clone(), 4);
+        modulate_nearest(x, s, t)
+            .into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-6));
+    }
+}
