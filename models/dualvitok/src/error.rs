@@ -8,6 +8,12 @@ pub enum Error {
     /// Reading or loading the checkpoint failed (missing file, wrong kind, shape mismatch...).
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{}: invalid DualViTok config: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
     #[error("{}: cannot read the image: {reason}", path.display())]
