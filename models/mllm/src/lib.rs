@@ -1,0 +1,24 @@
+//! The ILLUME+ MLLM (arXiv 2504.01934): Qwen2.5 with an image vocabulary, on Burn.
+//!
+//! - [`config`]: `config.json` / `generation_config.json` of the official checkpoint.
+//! - [`decoder`]: the Qwen2 decoder ([`attention`], [`mlp`], [`rope`]) with a preallocated
+//!   [`kv_cache`] and a vocabulary-sharded embedding/LM head ([`vocab_shards`]).
+//! - [`text`]: tokenizer, chat template and task prompts; [`vocab`]: the image vocabulary's
+//!   ids and ranges, derived from config and tokenizer.
+
+pub mod attention;
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod kv_cache;
+pub mod mlp;
+pub mod rope;
+pub mod text;
+pub mod vocab;
+pub mod vocab_shards;
+
+pub use config::{DecoderConfig, GenerationConfig, MllmConfig};
+pub use decoder::LanguageModel;
+pub use error::MllmError;
+pub use text::{Prompt, PromptToken, TextTokenizer};
+pub use vocab::VocabLayout;
