@@ -330,33 +330,44 @@ impl DualViTokConfig {
         })
     }
 
-    /// The config for a checkpoint path (file or folder): `config.json` beside it when that
-    /// is a DualViTok config, else the official configuration (the released repository's
-    /// config schema is not known; a file in another schema is reported, not guessed at).
-    pub fn for_checkpoint(checkpoint: &Path) -> (Self, ConfigSource) {
+    /// The config for a checkpoint path (file or folder): `config.json` beside it when it is
+    /// in the DualViTok schema (then it must be valid), else the official release
+    /// configuration. The released repository's config file is not known; a file in another
+    /// schema is reported in [`ConfigSource::BuiltIn`], not guessed at.
+    pub fn for_checkpoint(checkpoint: &Path) -> Result<(Self, ConfigSource)> {
         let dir = if checkpoint.is_dir() {
             checkpoint
         } else {
             checkpoint.parent().unwrap_or(Path::new("."))
         };
         let candidate = dir.join("config.json");
+        let built_in = |reason: String| Ok((Self::official(), ConfigSource::BuiltIn { reason }));
         if !candidate.is_file() {
-            return (
-                Self::official(),
-                ConfigSource::BuiltIn {
-                    reason: format!("no config.json in {}", dir.display()),
-                },
-            );
+            return built_in(format!("no config.json in {}", dir.display()));
         }
-        match Self::from_file(&candidate) {
-            Ok(config) => (config, ConfigSource::File(candidate)),
-            Err(e) => (
-                Self::official(),
-                ConfigSource::BuiltIn {
-                    reason: e.to_string(),
-                },
-            ),
+        let text = std::fs::read_to_string(&candidate).map_err(|source| Error::Io {
+            path: candidate.clone(),
+            source,
+        })?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+            path: candidate.clone(),
+            reason: format!("not valid JSON: {e}"),
+        })?;
+        let vq = value
+            .pointer("/vq_model/config")
+            .or_else(|| value.get("config"))
+            .unwrap_or(&value);
+        if vq.get("semantic_encoder").is_none() || vq.get("pixel_encoder").is_none() {
+            return built_in(format!(
+                "{} is not in the DualViTok config schema",
+                candidate.display()
+            ));
         }
+        let config = Self::from_json(&value).map_err(|reason| Error::Config {
+            path: candidate.clone(),
+            reason,
+        })?;
+        Ok((config, ConfigSource::File(candidate)))
     }
 
     /// Check the constraints the official code relies on (and that this port implements).

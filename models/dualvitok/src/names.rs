@@ -12,8 +12,10 @@
 //! Everything else (`blocks.3.attn.qkv.weight`, `down.2.block.0.nin_shortcut.bias`, ...) is
 //! identical. The MoVQ attention's own `proj_out.weight` has no index and is not touched.
 
-use burn::module::Module;
-use burn::tensor::backend::Backend;
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{backend::Backend, Tensor};
 use illume_weights::{Checkpoint, LoadOptions};
 
 use crate::error::Result;
@@ -58,6 +60,55 @@ pub fn to_official_name(path: &str) -> String {
 pub fn load<B: Backend, M: Module<B>>(checkpoint: &Checkpoint, module: M, what: &str) -> Result<M> {
     let renamed = checkpoint.renamed(|name| Some(to_module_path(name)));
     Ok(renamed.load_into(module, &LoadOptions::named(what))?)
+}
+
+/// Official name → PyTorch shape of every parameter of `module`, without materialising any
+/// (lazily initialised parameters stay unallocated): what a checkpoint for this module tree
+/// must contain. Burn's Linear weights are `[in, out]`, PyTorch's `[out, in]`; Burn's norm
+/// `gamma`/`beta` are PyTorch's `weight`/`bias`.
+pub fn official_shapes<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, Vec<usize>> {
+    let mut visitor = ShapeVisitor {
+        path: Vec::new(),
+        containers: Vec::new(),
+        shapes: BTreeMap::new(),
+    };
+    module.visit(&mut visitor);
+    visitor.shapes
+}
+
+struct ShapeVisitor {
+    path: Vec<String>,
+    containers: Vec<String>,
+    shapes: BTreeMap<String, Vec<usize>>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for ShapeVisitor {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let mut shape: Vec<usize> = param.lazy_shape().iter().copied().collect();
+        let container = self.containers.last().map(String::as_str).unwrap_or("");
+        let mut path = self.path.clone();
+        match (container, path.last().map(String::as_str)) {
+            ("Struct:Linear", Some("weight")) => shape.reverse(),
+            ("Struct:LayerNorm" | "Struct:GroupNorm", Some("gamma")) => {
+                *path.last_mut().expect("non-empty") = "weight".into()
+            }
+            ("Struct:LayerNorm" | "Struct:GroupNorm", Some("beta")) => {
+                *path.last_mut().expect("non-empty") = "bias".into()
+            }
+            _ => {}
+        }
+        self.shapes.insert(to_official_name(&path.join(".")), shape);
+    }
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ impl<B: IllumeBackend> DualViTok<B> {
     /// `config.json` beside it when that is a DualViTok config, else the official release
     /// configuration (said on stderr).
     pub fn load(path: &Path, device: &B::Device) -> Result<Self> {
-        let (config, source) = DualViTokConfig::for_checkpoint(path);
+        let (config, source) = DualViTokConfig::for_checkpoint(path)?;
         if let ConfigSource::BuiltIn { reason } = &source {
             eprintln!(
                 "note: using the built-in configuration of the released ILLUME-MLLM/dualvitok \
