@@ -5,14 +5,20 @@
 //!   [`kv_cache`] and a vocabulary-sharded embedding/LM head ([`vocab_shards`]).
 //! - [`text`]: tokenizer, chat template and task prompts; [`vocab`]: the image vocabulary's
 //!   ids and ranges, derived from config and tokenizer.
+//! - [`processor`]: the interleaved logits processor (structure masks, CFG, per-level
+//!   sampling) of both official chains; [`sampling`]: the score transforms and the seeded
+//!   sampler; [`generate`]: the generation loop with batched CFG.
 
 pub mod attention;
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod generate;
 pub mod kv_cache;
 pub mod mlp;
+pub mod processor;
 pub mod rope;
+pub mod sampling;
 pub mod text;
 pub mod vocab;
 pub mod vocab_shards;
@@ -20,5 +26,8 @@ pub mod vocab_shards;
 pub use config::{DecoderConfig, GenerationConfig, MllmConfig};
 pub use decoder::LanguageModel;
 pub use error::MllmError;
+pub use generate::{generate, CfgMode, Decoding, GenerateOptions};
+pub use processor::{Chain, ImageGrid, LevelSampling, LogitsProcessor};
+pub use sampling::SamplingParams;
 pub use text::{Prompt, PromptToken, TextTokenizer};
 pub use vocab::VocabLayout;
