@@ -1,0 +1,82 @@
+//! Decoded tensors to 8-bit RGB as diffusers' `VaeImageProcessor.postprocess` computes
+//! them, and PNG files that carry the generation parameters as text chunks.
+
+use std::io::BufWriter;
+use std::path::Path;
+
+use burn::tensor::{backend::Backend, Tensor};
+use image::RgbImage;
+
+use crate::error::DiffusionError;
+
+/// `round(255 · clamp(x/2 + 0.5, 0, 1))` (numpy rounds half to even), `[1, 3, h, w]` → RGB.
+pub fn to_rgb<B: Backend>(decoded: Tensor<B, 4>) -> RgbImage {
+    let [_, c, h, w] = decoded.dims();
+    assert_eq!(c, 3, "an RGB image has 3 channels");
+    let unit = decoded
+        .slice([0..1, 0..3, 0..h, 0..w])
+        .div_scalar(2.0)
+        .add_scalar(0.5)
+        .clamp(0.0, 1.0);
+    let values = unit
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 image");
+    let plane = h * w;
+    let mut rgb = Vec::with_capacity(3 * plane);
+    for i in 0..plane {
+        for ch in 0..3 {
+            rgb.push((values[ch * plane + i] * 255.0).round_ties_even() as u8);
+        }
+    }
+    RgbImage::from_raw(w as u32, h as u32, rgb).expect("buffer of the image's size")
+}
+
+/// Write `image` as PNG with one `tEXt` chunk per `(keyword, text)`.
+pub fn write_png(
+    path: &Path,
+    image: &RgbImage,
+    text: &[(String, String)],
+) -> Result<(), DiffusionError> {
+    let failed = |reason: String| DiffusionError::Output {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::create(path).map_err(|e| failed(e.to_string()))?;
+    let mut encoder = png::Encoder::new(BufWriter::new(file), image.width(), image.height());
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    for (keyword, value) in text {
+        encoder
+            .add_text_chunk(keyword.clone(), value.clone())
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    let mut writer = encoder.write_header().map_err(|e| failed(e.to_string()))?;
+    writer
+        .write_image_data(image.as_raw())
+        .map_err(|e| failed(e.to_string()))?;
+    writer.finish().map_err(|e| failed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_keeps_text_chunks() {
+        let image = RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let path = std::env::temp_dir().join(format!("illume-png-{}.png", std::process::id()));
+        let text = vec![("illume:steps".to_string(), "20".to_string())];
+        write_png(&path, &image, &text).unwrap();
+        let decoder =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+        let reader = decoder.read_info().unwrap();
+        let chunks = &reader.info().uncompressed_latin1_text;
+        assert_eq!(chunks[0].keyword, "illume:steps");
+        assert_eq!(chunks[0].text, "20");
+        let back = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(back, image);
+        std::fs::remove_file(path).ok();
+    }
+}
