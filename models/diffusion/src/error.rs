@@ -7,6 +7,9 @@ use illume_weights::WeightsError;
 pub enum DiffusionError {
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    /// Token grids the DualViTok codebooks cannot embed.
+    #[error(transparent)]
+    Tokens(#[from] illume_dualvitok::Error),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -9,9 +9,28 @@
 //!   `text_time` add-embedding, the conv_in widened by the code channels);
 //! - [`scheduler`]: Euler (what the release ships), Euler-ancestral and DDIM;
 //! - [`vae`]: the `AutoencoderKL` decoder, whole or in exact strips;
+//! - [`CodeEmbedder`]: DualViTok token indices → code map, in float16 as the official
+//!   embedder computes it (or float32);
 //! - [`DiffusionDecoder`]: the pipeline loop (code map, zero text context, time ids,
 //!   classifier-free guidance against a zero code map).
+//!
+//! ```no_run
+//! # use illume_backends::NdArray;
+//! use illume_diffusion::{CodeEmbedder, CodePrecision, DecodeOptions, DiffusionDecoder};
+//! use illume_dualvitok::DualViTok;
+//! let device = Default::default();
+//! let tokenizer = DualViTok::<NdArray>::load("dualvitok/".as_ref(), &device)?;
+//! let decoder = DiffusionDecoder::<NdArray>::load("dualvitok-sdxl-decoder/".as_ref(), &device)?;
+//! let codes = CodeEmbedder::new(&tokenizer, CodePrecision::Float16);
+//! # let tokens: illume_dualvitok::DualTokens = unimplemented!();
+//! let image = decoder.decode(&codes, &tokens, &DecodeOptions::default(), |step| {
+//!     println!("step {}/{}", step.index + 1, step.total);
+//! })?;
+//! image.save("out.png")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+mod conditioning;
 mod config;
 pub mod demo;
 mod error;
@@ -24,13 +43,14 @@ pub mod scheduler;
 pub mod unet;
 pub mod vae;
 
+pub use conditioning::{round_to_f16, CodeEmbedder, CodePrecision};
 pub use config::PerBlock;
 pub use error::DiffusionError;
 pub use layers::CrossAttentionContext;
 pub use noise::NoiseSource;
 pub use output::{to_rgb, write_png};
 pub use pipeline::{
-    DenoiseOptions, DiffusionDecoder, StepProgress, POOLED_TEXT_WIDTH, TEXT_TOKENS, TEXT_WIDTH,
-    TIME_IDS,
+    DecodeOptions, DenoiseOptions, DiffusionDecoder, StepProgress, POOLED_TEXT_WIDTH, TEXT_TOKENS,
+    TEXT_WIDTH, TIME_IDS,
 };
 pub use resolution::{ImageSize, RESOLUTIONS};

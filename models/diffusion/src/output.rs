@@ -33,7 +33,8 @@ pub fn to_rgb<B: Backend>(decoded: Tensor<B, 4>) -> RgbImage {
     RgbImage::from_raw(w as u32, h as u32, rgb).expect("buffer of the image's size")
 }
 
-/// Write `image` as PNG with one `tEXt` chunk per `(keyword, text)`.
+/// Write `image` as PNG with one text chunk per `(keyword, text)`: `tEXt` when the text is
+/// Latin-1, `iTXt` (UTF-8) otherwise (e.g. a prompt in another script).
 pub fn write_png(
     path: &Path,
     image: &RgbImage,
@@ -48,9 +49,12 @@ pub fn write_png(
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     for (keyword, value) in text {
-        encoder
-            .add_text_chunk(keyword.clone(), value.clone())
-            .map_err(|e| failed(e.to_string()))?;
+        let added = if value.chars().all(|c| (c as u32) < 0x100) {
+            encoder.add_text_chunk(keyword.clone(), value.clone())
+        } else {
+            encoder.add_itxt_chunk(keyword.clone(), value.clone())
+        };
+        added.map_err(|e| failed(e.to_string()))?;
     }
     let mut writer = encoder.write_header().map_err(|e| failed(e.to_string()))?;
     writer
@@ -67,14 +71,20 @@ mod tests {
     fn png_keeps_text_chunks() {
         let image = RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8, y as u8, 7]));
         let path = std::env::temp_dir().join(format!("illume-png-{}.png", std::process::id()));
-        let text = vec![("illume:steps".to_string(), "20".to_string())];
+        let text = vec![
+            ("illume:steps".to_string(), "20".to_string()),
+            ("illume:prompt".to_string(), "一只猫".to_string()),
+        ];
         write_png(&path, &image, &text).unwrap();
         let decoder =
             png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
         let reader = decoder.read_info().unwrap();
-        let chunks = &reader.info().uncompressed_latin1_text;
-        assert_eq!(chunks[0].keyword, "illume:steps");
-        assert_eq!(chunks[0].text, "20");
+        let latin1 = &reader.info().uncompressed_latin1_text;
+        assert_eq!(latin1[0].keyword, "illume:steps");
+        assert_eq!(latin1[0].text, "20");
+        let utf8 = &reader.info().utf8_text;
+        assert_eq!(utf8[0].keyword, "illume:prompt");
+        assert_eq!(utf8[0].get_text().unwrap(), "一只猫");
         let back = image::open(&path).unwrap().to_rgb8();
         assert_eq!(back, image);
         std::fs::remove_file(path).ok();

@@ -7,11 +7,16 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
 use illume_backends::IllumeBackend;
+use illume_dualvitok::DualTokens;
+use image::RgbImage;
+
+use crate::conditioning::CodeEmbedder;
 
 use crate::error::DiffusionError;
 use crate::layers::{nearest_resize, CrossAttentionContext};
 use crate::noise::NoiseSource;
-use crate::resolution::{resolution_index, ImageSize};
+use crate::output::to_rgb;
+use crate::resolution::{output_size_for_grid, resolution_index, ImageSize};
 use crate::scheduler::{self, InferenceSchedule, Scheduler};
 use crate::unet::{UNet2DConditionModel, UNetConditioning};
 use crate::vae::{AutoencoderKL, VaeTiling};
@@ -33,6 +38,35 @@ pub struct DenoiseOptions {
     pub steps: usize,
     /// Classifier-free guidance scale; guidance runs when it is above 1.
     pub guidance_scale: f64,
+}
+
+/// Settings of [`DiffusionDecoder::decode`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeOptions {
+    /// Output size; `None` renders at twice the token-image size (ILLUME+'s rule). Any
+    /// size of [`crate::RESOLUTIONS`] is accepted (the code map is resized to it).
+    pub size: Option<ImageSize>,
+    pub steps: usize,
+    /// Classifier-free guidance scale (against an all-zero code map); off at 1 or below.
+    pub guidance_scale: f64,
+    /// Seed of the initial latents (this crate's generator, not PyTorch's).
+    pub seed: u64,
+    /// Decode the VAE in exact strips (bounded device memory) instead of whole.
+    pub vae_tiling: Option<VaeTiling>,
+}
+
+impl Default for DecodeOptions {
+    /// 20 steps and guidance 1.5, as the official tokenizer demo runs the decoder (the
+    /// pipeline's own defaults, 50 steps and 2.0, are for evaluation).
+    fn default() -> Self {
+        Self {
+            size: None,
+            steps: 20,
+            guidance_scale: 1.5,
+            seed: 0,
+            vae_tiling: None,
+        }
+    }
 }
 
 /// Reported to the per-step callback after each scheduler step.
@@ -278,6 +312,59 @@ impl<B: IllumeBackend> DiffusionDecoder<B> {
             });
         }
         Ok(latents)
+    }
+
+    /// Render DualViTok tokens: the code map from `codes`, seeded initial latents, the
+    /// denoising loop (`on_step` after every step), the VAE, 8-bit RGB.
+    pub fn decode(
+        &self,
+        codes: &CodeEmbedder<B>,
+        tokens: &DualTokens,
+        options: &DecodeOptions,
+        on_step: impl FnMut(StepProgress<'_, B>),
+    ) -> Result<RgbImage, DiffusionError> {
+        let size = match options.size {
+            Some(size) => {
+                resolution_index(size)?;
+                size
+            }
+            None => output_size_for_grid(tokens.pixel.shape[0], tokens.pixel.shape[1])?,
+        };
+        let mut noise = NoiseSource::new(options.seed);
+        let initial = self.initial_noise(size, &mut noise);
+        self.decode_from(codes, tokens, size, initial, options, &mut noise, on_step)
+    }
+
+    /// [`DiffusionDecoder::decode`] at `size` from given initial latents
+    /// (`[1, latent, h/8, w/8]`, N(0, 1)), e.g. to reproduce a PyTorch run; `noise` feeds
+    /// ancestral sampling.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode_from(
+        &self,
+        codes: &CodeEmbedder<B>,
+        tokens: &DualTokens,
+        size: ImageSize,
+        initial: Tensor<B, 4>,
+        options: &DecodeOptions,
+        noise: &mut NoiseSource,
+        on_step: impl FnMut(StepProgress<'_, B>),
+    ) -> Result<RgbImage, DiffusionError> {
+        if codes.channels() != self.code_channels() {
+            return Err(DiffusionError::Input(format!(
+                "the tokenizer's codes have {} channels, this decoder's UNet takes {} (is the \
+                 tokenizer the DualViTok this decoder was trained with?)",
+                codes.channels(),
+                self.code_channels()
+            )));
+        }
+        let code_map = codes.code_map(tokens)?;
+        let denoise = DenoiseOptions {
+            size,
+            steps: options.steps,
+            guidance_scale: options.guidance_scale,
+        };
+        let latents = self.denoise(code_map, initial, &denoise, noise, on_step)?;
+        Ok(to_rgb(self.latents_to_pixels(latents, options.vae_tiling)))
     }
 
     /// `vae.decode(unscaled latents)`: the image tensor `[1, 3, H, W]` in about [-1, 1],
