@@ -2,12 +2,24 @@
 //! operations the models call through [`IllumeBackend`] (generic compositions by default,
 //! fused CubeCL kernels where a backend provides them).
 
+#[cfg(feature = "wgpu")]
+mod adapter;
+#[cfg(feature = "cubecl")]
+mod cube;
+#[cfg(feature = "cubecl")]
+mod fusion;
+#[cfg(feature = "cubecl")]
+pub mod kernels;
 mod kind;
+mod limits;
 pub mod ops;
 pub mod reference;
 
+#[cfg(feature = "wgpu")]
+pub use adapter::{wgpu_adapter, AdapterReport};
 pub use kind::{check_available, run_on, BackendError, BackendKind, BackendTask};
-pub use ops::IllumeBackend;
+pub use limits::{human_bytes, limits, DeviceLimits};
+pub use ops::{IllumeBackend, Modulation};
 
 /// CPU backend (ndarray, f32, multi-threaded).
 #[cfg(feature = "ndarray")]

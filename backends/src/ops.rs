@@ -3,7 +3,15 @@
 
 use burn::tensor::{backend::Backend, Int, Tensor};
 
-use crate::reference;
+use crate::{reference, DeviceLimits};
+
+/// The per-element modulation of a MoVQ SpatialNorm: `normalised · scale + shift`, both
+/// `[n, c, h, w]` (the 1×1 convolutions `conv_y`/`conv_b` of the code map).
+#[derive(Debug, Clone)]
+pub struct Modulation<B: Backend> {
+    pub scale: Tensor<B, 4>,
+    pub shift: Tensor<B, 4>,
+}
 
 /// A Burn backend plus the illume hot-path operations. Every method defaults to the
 /// reference composition in [`crate::reference`]; CubeCL backends override some with fused
@@ -36,10 +44,26 @@ pub trait IllumeBackend: Backend {
         reference::group_norm(x, groups, gamma, beta, eps, silu)
     }
 
+    /// GroupNorm (with its affine), then `· scale + shift` per element, optionally SiLU:
+    /// the MoVQ decoder's SpatialNorm (and the SiLU that follows it in resblocks) in one pass.
+    fn spatial_norm(
+        x: Tensor<Self, 4>,
+        groups: usize,
+        gamma: Option<Tensor<Self, 1>>,
+        beta: Option<Tensor<Self, 1>>,
+        eps: f64,
+        modulation: Modulation<Self>,
+        silu: bool,
+    ) -> Tensor<Self, 4> {
+        reference::spatial_norm(x, groups, gamma, beta, eps, modulation, silu)
+    }
+
     fn nearest_code(z: Tensor<Self, 2>, codebook: Tensor<Self, 2>) -> Tensor<Self, 1, Int> {
         reference::nearest_code(z, codebook, reference::NEAREST_CODE_TILE)
     }
 
+    /// See [`reference::attention`]: K/V may have fewer heads than Q (grouped-query
+    /// attention) and more positions (KV cache, bottom-right causal mask).
     fn attention(
         q: Tensor<Self, 4>,
         k: Tensor<Self, 4>,
@@ -49,20 +73,13 @@ pub trait IllumeBackend: Backend {
     ) -> Tensor<Self, 4> {
         reference::attention(q, k, v, scale, causal)
     }
+
+    /// What the device allows (binding and shared-memory sizes, half-precision support), so
+    /// that models can size their buffers (e.g. vocabulary shards of an LM head).
+    fn limits(_device: &Self::Device) -> DeviceLimits {
+        DeviceLimits::unbounded()
+    }
 }
 
 #[cfg(feature = "ndarray")]
 impl IllumeBackend for crate::NdArray {}
-
-#[cfg(feature = "cubecl")]
-impl<R, F, I, BT> IllumeBackend for burn_cubecl::CubeBackend<R, F, I, BT>
-where
-    R: burn_cubecl::CubeRuntime,
-    F: burn_cubecl::FloatElement,
-    I: burn_cubecl::IntElement,
-    BT: burn_cubecl::BoolElement,
-{
-}
-
-#[cfg(feature = "cubecl")]
-impl<B: burn_fusion::FusionBackend> IllumeBackend for burn_fusion::Fusion<B> {}

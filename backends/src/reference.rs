@@ -5,6 +5,8 @@
 
 use burn::tensor::{activation, backend::Backend, Int, Tensor};
 
+use crate::ops::Modulation;
+
 /// `x / sqrt(mean(x², last dim) + eps) * weight` (Qwen2 RMSNorm).
 pub fn rms_norm<B: Backend, const D: usize>(
     x: Tensor<B, D>,
@@ -68,6 +70,26 @@ pub fn group_norm<B: Backend>(
     }
 }
 
+/// [`group_norm`] (without SiLU), then `· scale + shift`, then SiLU if asked: the MoVQ
+/// SpatialNorm.
+pub fn spatial_norm<B: Backend>(
+    x: Tensor<B, 4>,
+    groups: usize,
+    gamma: Option<Tensor<B, 1>>,
+    beta: Option<Tensor<B, 1>>,
+    eps: f64,
+    modulation: Modulation<B>,
+    silu: bool,
+) -> Tensor<B, 4> {
+    let normalized = group_norm(x, groups, gamma, beta, eps, false);
+    let modulated = normalized * modulation.scale + modulation.shift;
+    if silu {
+        activation::silu(modulated)
+    } else {
+        modulated
+    }
+}
+
 /// Rows of the codebook scanned per step by [`nearest_code`]: bounds the distance tile to
 /// `n × NEAREST_CODE_TILE` values whatever the codebook size (the official SimVQ searches in
 /// blocks of the same size).
@@ -113,9 +135,10 @@ pub fn nearest_code<B: Backend>(
     idx.reshape([n])
 }
 
-/// Scaled dot-product attention. `q` is `[b, h, sq, d]`, `k`/`v` `[b, h, sk, d]` (expand
-/// grouped KV heads before calling). With `causal`, query `i` sees keys `j ≤ i + sk − sq`
-/// (bottom-right aligned, so it also serves KV-cached decoding).
+/// Scaled dot-product attention. `q` is `[b, h, sq, d]`, `k`/`v` `[b, hk, sk, d]` where
+/// `hk` divides `h` (grouped-query attention: query head `i` uses key/value head
+/// `i / (h / hk)`). With `causal`, query `i` sees keys `j ≤ i + sk − sq` (bottom-right
+/// aligned, so it also serves KV-cached decoding).
 pub fn attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -123,8 +146,13 @@ pub fn attention<B: Backend>(
     scale: f64,
     causal: bool,
 ) -> Tensor<B, 4> {
-    let [_, _, sq, _] = q.dims();
-    let [_, _, sk, _] = k.dims();
+    let [_, h, sq, _] = q.dims();
+    let [_, hk, sk, _] = k.dims();
+    let (k, v) = if hk < h {
+        (repeat_heads(k, h / hk), repeat_heads(v, h / hk))
+    } else {
+        (k, v)
+    };
     let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
     let scores = if causal && sq > 1 {
         let device = scores.device();
@@ -136,4 +164,12 @@ pub fn attention<B: Backend>(
         scores
     };
     activation::softmax(scores, 3).matmul(v)
+}
+
+/// `[b, hk, s, d]` → `[b, hk·group, s, d]`, each head repeated `group` times in place.
+fn repeat_heads<B: Backend>(x: Tensor<B, 4>, group: usize) -> Tensor<B, 4> {
+    let [b, hk, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, hk, group, s, d])
+        .reshape([b, hk * group, s, d])
 }

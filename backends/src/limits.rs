@@ -1,0 +1,67 @@
+//! What a device allows: the sizes models must respect and the float types it computes in.
+
+use crate::{run_on, BackendError, BackendKind, BackendTask, IllumeBackend};
+
+/// Limits of one device, as reported by its runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Largest buffer one kernel can bind, in bytes (WebGPU/Vulkan storage bindings are often
+    /// 128 MiB–4 GiB); `None` where only memory bounds it (CPU).
+    pub max_storage_binding_size: Option<u64>,
+    /// Shared (workgroup) memory per cube, in bytes; `None` on the CPU.
+    pub max_shared_memory_size: Option<usize>,
+    /// Whether kernels can compute in f16 / bf16 on this device.
+    pub f16: bool,
+    pub bf16: bool,
+}
+
+impl DeviceLimits {
+    /// A device bounded only by memory (the CPU backend).
+    pub const fn unbounded() -> Self {
+        Self {
+            max_storage_binding_size: None,
+            max_shared_memory_size: None,
+            f16: false,
+            bf16: false,
+        }
+    }
+
+    /// Rows of `row_bytes` bytes that fit in one storage binding (`usize::MAX` when unbounded):
+    /// what a vocabulary-sharded embedding or LM head uses as its shard size.
+    pub fn rows_per_binding(&self, row_bytes: usize) -> usize {
+        match self.max_storage_binding_size {
+            Some(max) => usize::try_from(max / row_bytes.max(1) as u64)
+                .unwrap_or(usize::MAX)
+                .max(1),
+            None => usize::MAX,
+        }
+    }
+}
+
+/// Start `kind`'s default device and read its limits.
+pub fn limits(kind: BackendKind) -> Result<DeviceLimits, BackendError> {
+    struct Read;
+    impl BackendTask for Read {
+        type Output = DeviceLimits;
+        fn run<B: IllumeBackend>(self, device: B::Device) -> DeviceLimits {
+            B::limits(&device)
+        }
+    }
+    run_on(kind, Read)
+}
+
+/// Bytes in binary units, e.g. `2.0 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
