@@ -54,3 +54,4 @@ pub use pipeline::{
     TEXT_WIDTH, TIME_IDS,
 };
 pub use resolution::{ImageSize, RESOLUTIONS};
+pub use unet::UNetConditioning;

@@ -62,7 +62,19 @@ pub struct VaeConfig {
 
 impl VaeConfig {
     pub fn from_file(path: &Path) -> Result<Self, DiffusionError> {
-        let raw: RawVaeConfig = crate::config::read(path)?;
+        Self::resolve(crate::config::read(path)?, path)
+    }
+
+    /// Parse a config given as JSON text (`path` names it in errors).
+    pub fn from_json(text: &str, path: &Path) -> Result<Self, DiffusionError> {
+        let raw = serde_json::from_str(text).map_err(|e| DiffusionError::Json {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::resolve(raw, path)
+    }
+
+    fn resolve(raw: RawVaeConfig, path: &Path) -> Result<Self, DiffusionError> {
         if let Some(other) = raw.up_block_types.iter().find(|t| *t != "UpDecoderBlock2D") {
             return Err(unsupported(
                 path,
