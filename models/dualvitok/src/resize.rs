@@ -37,6 +37,18 @@ impl AxisWeights {
             device,
         )
     }
+
+    /// `[in, out]`, built row-major on the host (a right matmul operand; see
+    /// [`crate::layers::contiguous`] for why not a transposed view).
+    fn tensor_transposed<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2> {
+        let mut t = vec![0.0; self.weights.len()];
+        for i in 0..self.out {
+            for j in 0..self.input {
+                t[j * self.out + i] = self.weights[i * self.input + j];
+            }
+        }
+        Tensor::from_data(TensorData::new(t, [self.input, self.out]), device)
+    }
 }
 
 /// Keys' cubic convolution kernel with parameter `a`, in f32 as PyTorch evaluates it.
@@ -125,8 +137,7 @@ pub fn resample<B: Backend>(
         x
     } else {
         let wt = cols
-            .tensor::<B>(&device)
-            .transpose()
+            .tensor_transposed::<B>(&device)
             .reshape([1, 1, w, cols.out]);
         x.matmul(wt)
     };

@@ -11,7 +11,7 @@ use crate::config::{
     SemanticDecoderConfig, SemanticEncoderConfig, VisionTransformerConfig, SEMANTIC_BLOCK_HEADS,
     SEMANTIC_BLOCK_MLP_RATIO,
 };
-use crate::layers::layer_norm_plain;
+use crate::layers::{contiguous, layer_norm_plain};
 use crate::preprocess::VitInput;
 use crate::vit::{VisionBlock, VisionRope, VisionTransformer, VISION_NORM_EPS};
 
@@ -128,7 +128,7 @@ impl<B: IllumeBackend> SemanticEncoder<B> {
             Some(conv) => {
                 let out = conv.weight.dims()[0];
                 let weight = conv.weight.val().reshape([out, c]);
-                let y = target.matmul(weight.transpose());
+                let y = target.matmul(contiguous(weight.transpose()));
                 match &conv.bias {
                     Some(bias) => y + bias.val().reshape([1, out]),
                     None => y,

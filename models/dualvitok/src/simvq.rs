@@ -9,6 +9,7 @@ use illume_weights::Checkpoint;
 
 use crate::config::SimVqConfig;
 use crate::error::{Error, Result};
+use crate::layers::contiguous;
 use crate::names;
 
 /// The quantizer's parameters as stored: `frozen_codebook` `[K, d]` (a persistent buffer)
@@ -115,7 +116,7 @@ impl<B: IllumeBackend> Codebook<B> {
     /// Quantise a channel-first map `[1, d, h, w]` → row-major indices `[h·w]`.
     pub fn quantize(&self, z: Tensor<B, 4>) -> Tensor<B, 1, Int> {
         let [_, d, h, w] = z.dims();
-        self.nearest(z.reshape([d, h * w]).transpose())
+        self.nearest(contiguous(z.reshape([d, h * w]).transpose()))
     }
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConfigSource, DualViTokConfig};
 use crate::error::{Error, Result};
 use crate::image_io;
-use crate::layers::{conv2d, conv_config};
+use crate::layers::{contiguous, conv2d, conv_config};
 use crate::merge::merge_quants;
 use crate::movq::{MoVqDecoder, MoVqEncoder};
 use crate::names;
@@ -103,7 +103,7 @@ impl<B: Backend> VisionFeatures<B> {
     /// The pixel features as tokens `[h2·w2, z]`, row-major (the MLLM's layout).
     pub fn pixel_tokens(&self) -> Tensor<B, 2> {
         let [_, z, h, w] = self.pixel.dims();
-        self.pixel.clone().reshape([z, h * w]).transpose()
+        contiguous(self.pixel.clone().reshape([z, h * w]).transpose())
     }
 }
 

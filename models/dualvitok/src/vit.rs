@@ -14,7 +14,7 @@ use illume_weights::Checkpoint;
 
 use crate::config::VisionTransformerConfig;
 use crate::error::Result;
-use crate::layers::quick_gelu;
+use crate::layers::{contiguous, quick_gelu};
 use crate::names;
 use crate::preprocess::{VitInput, MERGE_SIZE};
 
@@ -282,7 +282,7 @@ impl<B: IllumeBackend> VisionTransformer<B> {
             .weight
             .val()
             .reshape([d, c * t * ph * pw]);
-        patches.matmul(weight.transpose())
+        patches.matmul(contiguous(weight.transpose()))
     }
 
     /// Run the blocks on embedded patches of a `grid` (merge order), `[n, embed]` → same.

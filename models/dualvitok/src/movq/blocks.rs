@@ -8,8 +8,8 @@ use burn::tensor::{activation, backend::Backend, Tensor};
 use illume_backends::IllumeBackend;
 
 use crate::layers::{
-    avg_pool_2x2, conv2d, conv_config, modulate_nearest, pixel_shuffle, pixel_unshuffle,
-    upsample_nearest,
+    avg_pool_2x2, contiguous, conv2d, conv_config, modulate_nearest, pixel_shuffle,
+    pixel_unshuffle, upsample_nearest,
 };
 
 /// Every MoVQ normalisation is `GroupNorm(32, eps=1e-6, affine=True)`.
@@ -152,9 +152,11 @@ impl<B: IllumeBackend, N: MoVqNorm<B>> AttnBlock<B, N> {
         let normed = self.norm.norm(x.clone(), condition, false);
         // [b, c, h, w] → [b, 1, h·w, c]
         let tokens = |conv: &Conv2d<B>| {
-            conv2d(conv, normed.clone())
-                .reshape([b, 1, c, h * w])
-                .swap_dims(2, 3)
+            contiguous(
+                conv2d(conv, normed.clone())
+                    .reshape([b, 1, c, h * w])
+                    .swap_dims(2, 3),
+            )
         };
         let scale = 1.0 / (c as f64).sqrt();
         let attended = <B as IllumeBackend>::attention(
