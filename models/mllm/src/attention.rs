@@ -43,6 +43,15 @@ impl<B: Backend> Qwen2Attention<B> {
     }
 }
 
+/// `[rows, n, hidden]` → `[rows·n, hidden]`. The projections run as 2-D matmuls: burn-fusion
+/// 0.21 computes a batched matmul whose weight operand is broadcast over a batch of 2
+/// (`[2, 1, k] × [1, k, m]`, the batched CFG step) wrongly on wgpu when it fuses it with
+/// the neighbouring element-wise ops; the 2-D form is also what the weights are.
+pub(crate) fn flat<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 2> {
+    let [rows, n, hidden] = x.dims();
+    x.reshape([rows * n, hidden])
+}
+
 impl<B: IllumeBackend> Qwen2Attention<B> {
     /// `x` is `[rows, n, hidden]`: `n` new positions for each sequence of `positions`
     /// (batch row `i` is cache row `positions[i].row`). Sequences may have different
@@ -57,7 +66,8 @@ impl<B: IllumeBackend> Qwen2Attention<B> {
     ) -> Tensor<B, 3> {
         let [rows, n, hidden] = x.dims();
         let (heads, kv_heads, dim) = (self.heads, self.kv_heads, self.head_dim);
-        let split = |t: Tensor<B, 3>, h: usize| t.reshape([rows, n, h, dim]).swap_dims(1, 2);
+        let x = flat(x);
+        let split = |t: Tensor<B, 2>, h: usize| t.reshape([rows, n, h, dim]).swap_dims(1, 2);
         let q = split(self.q_proj.forward(x.clone()), heads);
         let k = split(self.k_proj.forward(x.clone()), kv_heads);
         let v = split(self.v_proj.forward(x), kv_heads);
@@ -76,8 +86,8 @@ impl<B: IllumeBackend> Qwen2Attention<B> {
             .collect();
         let out = Tensor::cat(outputs, 0)
             .swap_dims(1, 2)
-            .reshape([rows, n, hidden]);
-        self.o_proj.forward(out)
+            .reshape([rows * n, hidden]);
+        self.o_proj.forward(out).reshape([rows, n, hidden])
     }
 
     /// Grouped-query attention of one row: `q` `[1, heads, n, d]`, `k`/`v`

@@ -28,7 +28,10 @@ impl<B: Backend> Qwen2Mlp<B> {
 
 impl<B: IllumeBackend> Qwen2Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [rows, n, hidden] = x.dims();
+        // 2-D matmuls: see `attention::flat`.
+        let x = crate::attention::flat(x);
         let gated = B::silu_mul(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
-        self.down_proj.forward(gated)
+        self.down_proj.forward(gated).reshape([rows, n, hidden])
     }
 }

@@ -165,6 +165,39 @@ impl VocabLayout {
         })
     }
 
+    /// The layout the official extension script produces on a text vocabulary of
+    /// `text_tokens` ids (structure tokens from `text_tokens`, then the resolution tags and
+    /// the codes), e.g. `extended(151_665, 151_645, [32_768, 98_304], 283_047)` for the 3B
+    /// release. For models without a tokenizer (benchmarks with random weights).
+    pub fn extended(
+        text_tokens: u32,
+        end_of_text: u32,
+        codebook_sizes: [usize; 2],
+        vocab_size: usize,
+    ) -> Result<Self> {
+        let tags = (MAX_RESOLUTION / RESOLUTION_STEP) as u32;
+        let structure: [u32; 7] = std::array::from_fn(|i| text_tokens + i as u32);
+        let height_tags: Vec<u32> = (0..tags).map(|k| text_tokens + 7 + k).collect();
+        let width_tags: Vec<u32> = (0..tags).map(|k| text_tokens + 7 + tags + k).collect();
+        let start = text_tokens + 7 + 2 * tags;
+        let l0 = start..start + codebook_sizes[0] as u32;
+        let l1 = l0.end..l0.end + codebook_sizes[1] as u32;
+        if l1.end as usize > vocab_size || end_of_text >= text_tokens {
+            return Err(MllmError::Vocabulary(format!(
+                "an extended vocabulary of {} ids does not fit {vocab_size} rows",
+                l1.end
+            )));
+        }
+        Ok(Self {
+            vocab_size,
+            structure: StructureTokens::from_ids(structure),
+            end_of_text,
+            levels: [l0, l1],
+            height_tags,
+            width_tags,
+        })
+    }
+
     /// Ids of `<height_{height}><width_{width}>`.
     pub fn resolution_tag(&self, height: usize, width: usize) -> Result<[u32; 2]> {
         let index = |size: usize| {

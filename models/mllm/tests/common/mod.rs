@@ -59,8 +59,8 @@ pub fn load_lm<B: IllumeBackend>(set: &FixtureSet, device: &B::Device) -> Langua
 }
 
 /// Processed scores agree: the same entries are -inf, the finite ones within
-/// `tol · max(1, max|expected|)`.
-pub fn assert_scores_match(what: &str, actual: &[f32], expected: &[f32], tol: f32) {
+/// `tol · max(1, max|expected|)`. Returns the largest difference relative to that scale.
+pub fn assert_scores_match(what: &str, actual: &[f32], expected: &[f32], tol: f32) -> f32 {
     assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
     let masked = |v: &f32| *v == f32::NEG_INFINITY;
     if let Some(i) = (0..actual.len()).find(|&i| masked(&actual[i]) != masked(&expected[i])) {
@@ -89,6 +89,7 @@ pub fn assert_scores_match(what: &str, actual: &[f32], expected: &[f32], tol: f3
         "{what}: max |diff| {diff:e} at finite entry {at} exceeds {tol:e} x {scale} ({} allowed tokens)",
         finite.len()
     );
+    diff / scale
 }
 
 /// Row `i` of a `[rows, vocab]` fixture tensor.
