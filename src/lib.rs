@@ -5,7 +5,11 @@
 //! their own crates and are re-exported here as they land.
 
 pub use illume_backends as backends;
+pub use illume_diffusion as diffusion;
+pub use illume_dualvitok as dualvitok;
+pub use illume_mllm as mllm;
 pub use illume_weights as weights;
 
 pub mod bench;
 pub mod demo;
+pub mod parity;

@@ -97,3 +97,174 @@ fn bench_prints_a_table_per_backend() {
     assert!(stdout.contains("matmul f32"), "{stdout}");
     assert!(stdout.contains("GFLOP/s"), "{stdout}");
 }
+
+/// A fresh scratch folder for one test's files.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("illume-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A 96×64 test picture (gradients, so every code path sees varied pixels).
+fn test_image(dir: &std::path::Path) -> std::path::PathBuf {
+    let image = image::RgbImage::from_fn(96, 64, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 4) as u8, ((x + y) * 3 % 256) as u8])
+    });
+    let path = dir.join("input.png");
+    image.save(&path).unwrap();
+    path
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = illume(args);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "illume {args:?} failed:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    text(&out.stdout)
+}
+
+fn png_size(path: &std::path::Path) -> (u32, u32) {
+    image::image_dimensions(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The README's main job: text-to-image on the embedded demo model, with the demo notice.
+#[test]
+fn generate_on_the_demo_model_writes_the_requested_size() {
+    let dir = scratch("generate");
+    let output = dir.join("out.png");
+    let out = illume(&[
+        "generate",
+        "a red circle above a blue square",
+        "--size",
+        "256x256",
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("DEMO model"), "{stderr}");
+    assert!(stderr.contains("tokens/s"), "{stderr}");
+    assert_eq!(png_size(&output), (256, 256));
+}
+
+#[test]
+fn tokenize_json_gives_both_grids() {
+    let dir = scratch("tokenize");
+    let image = test_image(&dir);
+    let stdout = run_ok(&["tokenize", image.to_str().unwrap(), "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("tokenize --json is JSON");
+    for level in ["semantic", "pixel"] {
+        let shape: Vec<u64> = json[level]["shape"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{level}.shape in {stdout}"))
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let indices = json[level]["indices"].as_array().unwrap();
+        assert_eq!(shape.len(), 2, "{level}");
+        assert_eq!(indices.len() as u64, shape[0] * shape[1], "{level}");
+    }
+    // The pixel branch downsamples 16x: a 96×64 (W×H) image gives a 4×6 (h×w) grid.
+    let pixel = &json["pixel"]["shape"];
+    assert_eq!((pixel[0].as_u64(), pixel[1].as_u64()), (Some(4), Some(6)));
+}
+
+#[test]
+fn reconstruct_understand_and_edit_run_on_the_demo_models() {
+    let dir = scratch("verbs");
+    let image = test_image(&dir);
+    let image = image.to_str().unwrap();
+
+    let reconstructed = dir.join("reconstructed.png");
+    run_ok(&["reconstruct", image, "-o", reconstructed.to_str().unwrap()]);
+    assert_eq!(png_size(&reconstructed), (96, 64));
+
+    let out = illume(&["understand", image, "What is in the picture?"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("tokens/s"), "{stderr}");
+
+    let edited = dir.join("edited.png");
+    run_ok(&["edit", image, "make it red", "-o", edited.to_str().unwrap()]);
+    assert_eq!(
+        png_size(&edited),
+        (96, 64),
+        "edits come back at the input size"
+    );
+}
+
+#[test]
+fn upscale_renders_twice_the_token_size_and_records_parameters() {
+    let dir = scratch("upscale");
+    let image = test_image(&dir);
+    let output = dir.join("up.png");
+    let stdout = run_ok(&[
+        "upscale",
+        image.to_str().unwrap(),
+        "--size",
+        "512x512",
+        "--steps",
+        "1",
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("tokenized at 256x256"), "{stdout}");
+    assert_eq!(png_size(&output), (512, 512));
+    let bytes = std::fs::read(&output).unwrap();
+    let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(has("illume.steps"), "the PNG records its parameters");
+    assert!(has("illume.scheduler"), "the PNG records its parameters");
+}
+
+#[test]
+fn bad_images_and_sizes_are_clear_errors() {
+    let dir = scratch("bad");
+    let corrupt = dir.join("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really a png").unwrap();
+    let out_png = dir.join("never.png");
+    let cases: [(&[&str], &str); 4] = [
+        (&["tokenize", corrupt.to_str().unwrap()], "corrupt.png"),
+        (
+            &[
+                "generate",
+                "x",
+                "--size",
+                "100000x100000",
+                "-o",
+                out_png.to_str().unwrap(),
+            ],
+            "100000",
+        ),
+        (
+            &[
+                "generate",
+                "x",
+                "--size",
+                "big",
+                "-o",
+                out_png.to_str().unwrap(),
+            ],
+            "HxW",
+        ),
+        (
+            &[
+                "upscale",
+                corrupt.to_str().unwrap(),
+                "--size",
+                "640x480",
+                "-o",
+                out_png.to_str().unwrap(),
+            ],
+            "640x480",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = illume(args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "illume {args:?} should fail");
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(!out_png.exists(), "nothing is written on error");
+}

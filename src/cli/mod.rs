@@ -6,7 +6,14 @@ use clap::{Parser, Subcommand};
 use illume::backends::BackendKind;
 
 mod bench;
+mod doctor;
+mod edit;
+mod generate;
 mod inspect;
+mod reconstruct;
+mod tokenize;
+mod understand;
+mod upscale;
 
 /// ILLUME+ in pure Rust: understand images, generate and edit them, on CUDA, WGPU or CPU.
 #[derive(Debug, Parser)]
@@ -34,6 +41,20 @@ enum Command {
     Inspect(inspect::Args),
     /// Measure throughput on each compiled backend and print one table per backend.
     Bench(bench::Args),
+    /// Check this machine's backends: device, limits, and parity of every component with the CPU.
+    Doctor(doctor::Args),
+    /// Tokenize an image with DualViTok: print its semantic and pixel token grids.
+    Tokenize(tokenize::Args),
+    /// Round-trip an image through DualViTok tokens and write the reconstruction.
+    Reconstruct(reconstruct::Args),
+    /// Ask the MLLM about an image; the answer streams as it is generated.
+    Understand(understand::Args),
+    /// Generate an image from a text prompt (MLLM tokens, decoded by DualViTok).
+    Generate(generate::Args),
+    /// Edit an image following an instruction.
+    Edit(edit::Args),
+    /// Upscale an image 2x: DualViTok tokens rendered by the SDXL diffusion decoder.
+    Upscale(upscale::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -41,6 +62,13 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Doctor(args) => doctor::run(args),
+        Command::Tokenize(args) => tokenize::run(args, cli.backend),
+        Command::Reconstruct(args) => reconstruct::run(args, cli.backend),
+        Command::Understand(args) => understand::run(args, cli.backend),
+        Command::Generate(args) => generate::run(args, cli.backend),
+        Command::Edit(args) => edit::run(args, cli.backend),
+        Command::Upscale(args) => upscale::run(args, cli.backend),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
