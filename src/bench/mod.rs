@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use illume_backends::{BackendKind, BackendTask, IllumeBackend};
 
+mod diffusion;
+mod dualvitok;
+mod kernels;
+mod mllm;
 mod ops;
 
 /// One measured line of a benchmark table.
@@ -42,7 +46,7 @@ impl Options {
 }
 
 /// The groups `illume bench --group` accepts.
-pub const GROUPS: &[&str] = &["ops"];
+pub const GROUPS: &[&str] = &["ops", "kernels", "dualvitok", "mllm", "diffusion"];
 
 struct Suite<'a> {
     options: &'a Options,
@@ -55,6 +59,18 @@ impl BackendTask for Suite<'_> {
         let mut rows = Vec::new();
         if self.options.wants("ops") {
             rows.extend(ops::rows::<B>(&device, self.options));
+        }
+        if self.options.wants("kernels") {
+            rows.extend(kernels::rows::<B>(&device, self.options));
+        }
+        if self.options.wants("dualvitok") {
+            rows.extend(dualvitok::rows::<B>(&device, self.options));
+        }
+        if self.options.wants("diffusion") {
+            rows.extend(diffusion::rows::<B>(&device, self.options));
+        }
+        if self.options.wants("mllm") {
+            rows.extend(mllm::rows::<B>(&device, self.options));
         }
         rows
     }
