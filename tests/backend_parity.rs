@@ -53,7 +53,7 @@ macro_rules! parity_tests {
             fn run(component: Component) {
                 if $kind == BackendKind::Cuda {
                     if let Err(e) = illume::backends::check_available($kind) {
-                        eprintln!("SKIPPED on cuda: {e}");
+                        illume_test_harness::report_skip("cuda", &e);
                         return;
                     }
                 }

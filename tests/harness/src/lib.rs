@@ -186,6 +186,15 @@ pub fn to_f32s<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
         .expect("float tensor")
 }
 
+/// Say on the terminal that a test was skipped and why. Written to stderr directly, not
+/// through `eprintln!`, which the test runner captures (and hides for a test that returns).
+pub fn report_skip(backend: &str, reason: &dyn std::fmt::Display) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test} on {backend}: {reason}");
+}
+
 /// Generate one `#[test]` per compiled backend for each listed generic test body
 /// `fn body<B: IllumeBackend>(device: &B::Device)`.
 ///
@@ -241,7 +250,7 @@ macro_rules! __cuda_tests {
                 fn $body() {
                     match $crate::backends::check_available($crate::backends::BackendKind::Cuda) {
                         Ok(()) => super::$body::<$crate::backends::Cuda>(&Default::default()),
-                        Err(e) => eprintln!("SKIPPED on cuda: {e}"),
+                        Err(e) => $crate::report_skip("cuda", &e),
                     }
                 }
             )*
