@@ -268,3 +268,32 @@ fn bad_images_and_sizes_are_clear_errors() {
     }
     assert!(!out_png.exists(), "nothing is written on error");
 }
+
+/// Every model benchmark group runs to its table (tiny shapes; a smoke run, not a measurement).
+#[test]
+fn bench_model_groups_run_quick() {
+    let stdout = run_ok(&[
+        "bench",
+        "--backends",
+        "ndarray",
+        "--group",
+        "dualvitok",
+        "--group",
+        "mllm",
+        "--group",
+        "diffusion",
+        "--quick",
+    ]);
+    for needle in [
+        "encode",
+        "UNet step",
+        "VAE decode",
+        "decode",
+        "sequential/batched",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "`{needle}` missing from:\n{stdout}"
+        );
+    }
+}

@@ -59,7 +59,9 @@ fn measure<B: IllumeBackend>(
     let sync = |logits: Tensor<B, 2>| {
         let _ = logits.into_data();
     };
-    let mut cache = lm.new_cache(2, prompt + 3 * steps + 1);
+    // Row 0 holds the prompt and three timed runs of `steps` decode steps, each after one
+    // warm-up step.
+    let mut cache = lm.new_cache(2, prompt + 3 * (steps + 1));
     // Warm-up (and the prompt of the decode runs).
     sync(
         lm.forward_last_logits(embeds(1, prompt), &mut cache, &[0])
