@@ -4,7 +4,6 @@
 //! (or the demo models), the sampling flags, and the token progress bar.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use illume::backends::{run_on, BackendKind, BackendTask, IllumeBackend};
 use illume::dualvitok::{image_io, DualTokens, DualViTok, DualViTokConfig};
@@ -14,6 +13,7 @@ use illume::mllm::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub(super) use super::tokenize::spinner;
 use super::upscale::{render_to_png, DiffusionArgs};
 
 /// What `--help` says about `generation_config.json` (shared by the three MLLM verbs).
@@ -283,16 +283,6 @@ impl Models {
             device,
         )?)
     }
-}
-
-/// A spinner on stderr naming the current stage.
-pub(super) fn spinner() -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
 }
 
 /// Turns `bar` into a token counter with tokens/s.
