@@ -72,6 +72,30 @@ fn unknown_backend_lists_the_choices() {
     assert!(stderr.contains("ndarray, wgpu, cuda"), "{stderr}");
 }
 
+#[test]
+fn precision_the_device_lacks_is_a_clear_error() {
+    let out = illume(&["--precision", "f8", "bench"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("auto, f32, f16, bf16"), "{stderr}");
+
+    let out = illume(&[
+        "--precision",
+        "f16",
+        "bench",
+        "--backends",
+        "ndarray",
+        "--quick",
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot compute in f16") && stderr.contains("--precision auto"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn backend_not_compiled_in_names_the_feature() {
@@ -93,7 +117,7 @@ fn bench_prints_a_table_per_backend() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("backend: ndarray"), "{stdout}");
+    assert!(stdout.contains("backend: ndarray (f32)"), "{stdout}");
     assert!(stdout.contains("matmul f32"), "{stdout}");
     assert!(stdout.contains("GFLOP/s"), "{stdout}");
 }

@@ -2,7 +2,7 @@
 //! the fused kernels of [`crate::kernels`], falling back to the reference composition for
 //! shapes a kernel does not take.
 
-use burn::tensor::{backend::Backend, ops::FloatTensor, Int, Tensor, TensorPrimitive};
+use burn::tensor::{backend::Backend, ops::FloatTensor, DType, Int, Tensor, TensorPrimitive};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use cubecl::ir::{ElemType, FloatKind};
 
@@ -94,9 +94,11 @@ where
         if z.dims()[1] > kernels::nearest_code::MAX_DIM {
             return reference::nearest_code(z, codebook, reference::NEAREST_CODE_TILE);
         }
+        // Distances in f32 whatever the compute type: a half-precision arg-min would pick
+        // other codes than the official f32 search.
         Tensor::from_primitive(kernels::nearest_code::nearest_code(
-            primitive(z),
-            primitive(codebook),
+            primitive(z.cast(DType::F32)),
+            primitive(codebook.cast(DType::F32)),
             I::dtype(),
         ))
     }

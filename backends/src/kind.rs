@@ -1,6 +1,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::precision::{DeviceFloats, Precision, PrecisionError};
 use crate::IllumeBackend;
 
 /// A backend the user can ask for with `--backend`.
@@ -67,6 +68,8 @@ pub enum BackendError {
     NotCompiled { kind: BackendKind, compiled: String },
     #[error("the `{kind}` backend cannot start: {reason}")]
     Unavailable { kind: BackendKind, reason: String },
+    #[error(transparent)]
+    Precision(#[from] PrecisionError),
 }
 
 /// Work generic over the backend, run by [`run_on`] on the one chosen at run time.
@@ -75,8 +78,13 @@ pub trait BackendTask {
     fn run<B: IllumeBackend>(self, device: B::Device) -> Self::Output;
 }
 
-/// Start `kind`'s default device, check that it answers, and run `task` on it.
-pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, BackendError> {
+/// Start `kind`'s default device, make `precision` its compute float type, check that it
+/// answers, and run `task` on it.
+pub fn run_on<T: BackendTask>(
+    kind: BackendKind,
+    precision: Precision,
+    task: T,
+) -> Result<T::Output, BackendError> {
     if !kind.is_compiled() {
         let compiled: Vec<&str> = BackendKind::compiled().iter().map(|k| k.name()).collect();
         return Err(BackendError::NotCompiled {
@@ -86,17 +94,23 @@ pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, B
     }
     match kind {
         #[cfg(feature = "ndarray")]
-        BackendKind::NdArray => Ok(task.run::<crate::NdArray>(Default::default())),
+        BackendKind::NdArray => {
+            let device = Default::default();
+            start::<crate::NdArray>(kind, &device, precision, true, "")?;
+            Ok(task.run::<crate::NdArray>(device))
+        }
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => {
             let device = burn::backend::wgpu::WgpuDevice::default();
-            probe::<crate::Wgpu>(kind, &device, "no usable GPU adapter was found (Vulkan, Metal, DX12 or GL); on a machine without a GPU install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`)")?;
+            // Lavapipe and other CPU adapters emulate half precision: `auto` keeps f32 there.
+            let is_cpu = crate::wgpu_adapter().is_ok_and(|a| a.device_type == "Cpu");
+            start::<crate::Wgpu>(kind, &device, precision, is_cpu, "no usable GPU adapter was found (Vulkan, Metal, DX12 or GL); on a machine without a GPU install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`)")?;
             Ok(task.run::<crate::Wgpu>(device))
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
             let device = burn::backend::cuda::CudaDevice::default();
-            probe::<crate::Cuda>(kind, &device, "the NVIDIA driver (libcuda.so) or NVRTC (libnvrtc.so) could not be loaded, or no CUDA device is present")?;
+            start::<crate::Cuda>(kind, &device, precision, false, "the NVIDIA driver (libcuda.so) or NVRTC (libnvrtc.so) could not be loaded, or no CUDA device is present")?;
             Ok(task.run::<crate::Cuda>(device))
         }
         #[allow(unreachable_patterns)]
@@ -104,34 +118,48 @@ pub fn run_on<T: BackendTask>(kind: BackendKind, task: T) -> Result<T::Output, B
     }
 }
 
-/// Start `kind`'s default device and run one tiny operation on it.
-pub fn check_available(kind: BackendKind) -> Result<(), BackendError> {
+/// Start `kind`'s default device at `precision` and run one tiny operation on it.
+pub fn check_available(kind: BackendKind, precision: Precision) -> Result<(), BackendError> {
     struct Nothing;
     impl BackendTask for Nothing {
         type Output = ();
         fn run<B: IllumeBackend>(self, _: B::Device) {}
     }
-    run_on(kind, Nothing)
+    run_on(kind, precision, Nothing)
 }
 
-/// GPU runtimes report a missing driver by panicking on first use; turn that into an error.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-fn probe<B: burn::tensor::backend::Backend>(
+/// Bring `device` up: read its half-precision support, set the compute float type, and run
+/// one tiny operation. GPU runtimes report a missing driver by panicking on first use; that
+/// becomes an error carrying `hint`.
+fn start<B: IllumeBackend>(
     kind: BackendKind,
     device: &B::Device,
+    precision: Precision,
+    is_cpu: bool,
     hint: &str,
 ) -> Result<(), BackendError> {
     use std::panic::{catch_unwind, AssertUnwindSafe};
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let limits = B::limits(device);
+        let floats = DeviceFloats {
+            kind,
+            description: format!("the {kind} device {device:?}"),
+            is_cpu,
+            f16: limits.f16,
+            bf16: limits.bf16,
+        };
+        let dtype = precision.resolve(&floats)?;
+        crate::precision::set_float_dtype::<B>(kind, device, dtype)?;
         burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0], device)
             .sum()
-            .into_scalar()
+            .into_scalar();
+        Ok::<(), PrecisionError>(())
     }));
     std::panic::set_hook(previous);
     match outcome {
-        Ok(_) => Ok(()),
+        Ok(result) => Ok(result?),
         Err(payload) => {
             let detail = payload
                 .downcast_ref::<String>()
@@ -169,7 +197,9 @@ mod tests {
             type Output = ();
             fn run<B: IllumeBackend>(self, _: B::Device) {}
         }
-        let err = run_on(BackendKind::Cuda, Noop).unwrap_err().to_string();
+        let err = run_on(BackendKind::Cuda, Precision::Auto, Noop)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--features cuda"), "{err}");
     }
 }

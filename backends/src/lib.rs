@@ -13,13 +13,19 @@ pub mod kernels;
 mod kind;
 mod limits;
 pub mod ops;
+mod precision;
 pub mod reference;
+mod samples;
 
 #[cfg(feature = "wgpu")]
 pub use adapter::{wgpu_adapter, AdapterReport};
 pub use kind::{check_available, run_on, BackendError, BackendKind, BackendTask};
 pub use limits::{human_bytes, limits, DeviceLimits};
 pub use ops::{IllumeBackend, Modulation};
+pub use precision::{
+    compute_dtype, dtype_name, float_dtype, DeviceFloats, Precision, PrecisionError,
+};
+pub use samples::sample_values;
 
 /// CPU backend (ndarray, f32, multi-threaded).
 #[cfg(feature = "ndarray")]

@@ -1,6 +1,10 @@
 //! What a device allows: the sizes models must respect and the float types it computes in.
 
-use crate::{run_on, BackendError, BackendKind, BackendTask, IllumeBackend};
+use burn::tensor::FloatDType;
+
+use crate::{
+    float_dtype, run_on, BackendError, BackendKind, BackendTask, IllumeBackend, Precision,
+};
 
 /// Limits of one device, as reported by its runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,16 +42,20 @@ impl DeviceLimits {
     }
 }
 
-/// Start `kind`'s default device and read its limits.
-pub fn limits(kind: BackendKind) -> Result<DeviceLimits, BackendError> {
+/// Start `kind`'s default device at `precision` and read its limits and the float type it
+/// computes in.
+pub fn limits(
+    kind: BackendKind,
+    precision: Precision,
+) -> Result<(DeviceLimits, FloatDType), BackendError> {
     struct Read;
     impl BackendTask for Read {
-        type Output = DeviceLimits;
-        fn run<B: IllumeBackend>(self, device: B::Device) -> DeviceLimits {
-            B::limits(&device)
+        type Output = (DeviceLimits, FloatDType);
+        fn run<B: IllumeBackend>(self, device: B::Device) -> Self::Output {
+            (B::limits(&device), float_dtype::<B>(&device))
         }
     }
-    run_on(kind, Read)
+    run_on(kind, precision, Read)
 }
 
 /// Bytes in binary units, e.g. `2.0 GiB`.

@@ -2,22 +2,72 @@
 //!
 //! They are the definition the fused kernels are tested against, and what every backend
 //! without a fused kernel (ndarray in particular) runs.
+//!
+//! On half-precision tensors they upcast where the official PyTorch code does: norm
+//! statistics, the attention softmax and the nearest-code distances are computed in f32
+//! (a no-op cast on f32 tensors).
 
-use burn::tensor::{activation, backend::Backend, Int, Tensor};
+use burn::nn::LayerNorm;
+use burn::tensor::{activation, backend::Backend, DType, Int, Tensor};
 
 use crate::ops::Modulation;
 
-/// `x / sqrt(mean(x², last dim) + eps) * weight` (Qwen2 RMSNorm).
+/// `x / sqrt(mean(x², last dim) + eps) * weight` (Qwen2 RMSNorm: normalised in f32, cast
+/// back to the input's dtype, then scaled).
 pub fn rms_norm<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     weight: Tensor<B, 1>,
     eps: f64,
 ) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    let x = x.cast(DType::F32);
     let mean_square = x.clone().powi_scalar(2).mean_dim(D - 1);
     // Divide rather than multiply by `recip()`: burn-ndarray computes `recip` with the
     // approximate AVX-512 `rcp14` instruction (relative error ~6e-5), far above f32 rounding.
     let normalized = x / mean_square.add_scalar(eps).sqrt();
-    normalized * weight.unsqueeze()
+    normalized.cast(dtype) * weight.unsqueeze()
+}
+
+/// LayerNorm over the last dimension (biased variance, as PyTorch), optional affine. The
+/// statistics and the affine are computed in f32 and the result returned in the input's
+/// dtype, as PyTorch's half-precision LayerNorm does: a square in f16 overflows past 256.
+pub fn layer_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Option<Tensor<B, 1>>,
+    beta: Option<Tensor<B, 1>>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    let x = x.cast(DType::F32);
+    let mean = x.clone().mean_dim(D - 1);
+    let centered = x - mean;
+    let var = centered.clone().powi_scalar(2).mean_dim(D - 1);
+    // Divide: burn-ndarray's `recip` is an approximation (relative error ~6e-5).
+    let normalized = centered / var.add_scalar(eps).sqrt();
+    let scaled = match gamma {
+        Some(g) => normalized * g.cast(DType::F32).unsqueeze(),
+        None => normalized,
+    };
+    let shifted = match beta {
+        Some(b) => scaled + b.cast(DType::F32).unsqueeze(),
+        None => scaled,
+    };
+    shifted.cast(dtype)
+}
+
+/// A loaded `nn.LayerNorm` applied through [`layer_norm`] (Burn's `LayerNorm::forward`
+/// would square in the compute type). `eps` is the module's epsilon, which Burn keeps private.
+pub fn apply_layer_norm<B: Backend, const D: usize>(
+    norm: &LayerNorm<B>,
+    x: Tensor<B, D>,
+    eps: f64,
+) -> Tensor<B, D> {
+    layer_norm(
+        x,
+        Some(norm.gamma.val()),
+        norm.beta.as_ref().map(|b| b.val()),
+        eps,
+    )
 }
 
 /// `silu(gate) * up`, the gated activation of SwiGLU MLPs.
@@ -40,7 +90,7 @@ pub fn rotary<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>)
 }
 
 /// GroupNorm over `[n, c, h, w]` (biased variance, as PyTorch), optional per-channel affine,
-/// optionally followed by SiLU.
+/// optionally followed by SiLU. Computed in f32, returned in the input's dtype.
 pub fn group_norm<B: Backend>(
     x: Tensor<B, 4>,
     groups: usize,
@@ -49,25 +99,29 @@ pub fn group_norm<B: Backend>(
     eps: f64,
     silu: bool,
 ) -> Tensor<B, 4> {
+    let dtype = x.dtype();
     let [n, c, h, w] = x.dims();
-    let grouped = x.reshape([n, groups, (c / groups) * h * w]);
+    let grouped = x
+        .cast(DType::F32)
+        .reshape([n, groups, (c / groups) * h * w]);
     let mean = grouped.clone().mean_dim(2);
     let centered = grouped - mean;
     let var = centered.clone().powi_scalar(2).mean_dim(2);
     let normalized = (centered / var.add_scalar(eps).sqrt()).reshape([n, c, h, w]);
     let scaled = match gamma {
-        Some(g) => normalized * g.reshape([1, c, 1, 1]),
+        Some(g) => normalized * g.cast(DType::F32).reshape([1, c, 1, 1]),
         None => normalized,
     };
     let shifted = match beta {
-        Some(b) => scaled + b.reshape([1, c, 1, 1]),
+        Some(b) => scaled + b.cast(DType::F32).reshape([1, c, 1, 1]),
         None => scaled,
     };
-    if silu {
+    let out = if silu {
         activation::silu(shifted)
     } else {
         shifted
-    }
+    };
+    out.cast(dtype)
 }
 
 /// [`group_norm`] (without SiLU), then `· scale + shift`, then SiLU if asked: the MoVQ
@@ -98,12 +152,14 @@ pub const NEAREST_CODE_TILE: usize = 32768;
 /// Index of the nearest codebook row (Euclidean) for every row of `z`, first index on ties.
 ///
 /// `z` is `[n, d]`, `codebook` `[k, d]`. Distances are `‖c‖² − 2 z·c` (the `‖z‖²` term does
-/// not change the arg-min), computed tile by tile of `tile` codebook rows.
+/// not change the arg-min), computed in f32 tile by tile of `tile` codebook rows.
 pub fn nearest_code<B: Backend>(
     z: Tensor<B, 2>,
     codebook: Tensor<B, 2>,
     tile: usize,
 ) -> Tensor<B, 1, Int> {
+    let z = z.cast(DType::F32);
+    let codebook = codebook.cast(DType::F32);
     let [n, _] = z.dims();
     let [k, d] = codebook.dims();
     let mut best: Option<(Tensor<B, 2>, Tensor<B, 2, Int>)> = None;
@@ -163,7 +219,11 @@ pub fn attention<B: Backend>(
     } else {
         scores
     };
-    activation::softmax(scores, 3).matmul(v)
+    // Softmax in f32, as Qwen2's eager attention (`softmax(.., dtype=torch.float32)`).
+    let dtype = scores.dtype();
+    activation::softmax(scores.cast(DType::F32), 3)
+        .cast(dtype)
+        .matmul(v)
 }
 
 /// `[b, hk, s, d]` → `[b, hk·group, s, d]`, each head repeated `group` times in place.

@@ -5,23 +5,8 @@
 //! fall-back shapes.
 
 use burn::tensor::{Int, Tensor, TensorData};
-use illume_backends::{reference, IllumeBackend, Modulation};
+use illume_backends::{reference, sample_values, IllumeBackend, Modulation};
 use illume_test_harness::{assert_close_scaled, backend_tests, to_f32s};
-
-/// Deterministic values in [-1, 1) (a 64-bit LCG), so failures reproduce.
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn tensor<B: IllumeBackend, const D: usize>(
     data: &[f32],
@@ -60,8 +45,8 @@ fn check(what: &str, dispatched: Vec<f32>, reference: Vec<f32>, expected: &[f32]
 fn rms_norm_matches_reference<B: IllumeBackend>(device: &B::Device) {
     // d = 7 (no vectors), 130 (pairs), 1000 and 2048 (vectors of 4, 250/512 per row).
     for (rows, d) in [(3, 7), (5, 130), (4, 1000), (2, 2048)] {
-        let x = values(rows * d, 1);
-        let w = values(d, 2);
+        let x = sample_values(rows * d, 1);
+        let w = sample_values(d, 2);
         let eps = 1e-6;
         let expected: Vec<f32> = x
             .chunks(d)
@@ -86,8 +71,8 @@ fn rms_norm_matches_reference<B: IllumeBackend>(device: &B::Device) {
         );
     }
     // A transposed (strided) 3-D input.
-    let x = values(2 * 6 * 12, 3);
-    let w = values(6, 4);
+    let x = sample_values(2 * 6 * 12, 3);
+    let w = sample_values(6, 4);
     let xt = tensor::<B, 3>(&x, [2, 6, 12], device).swap_dims(1, 2);
     let wt = tensor::<B, 1>(&w, [6], device);
     let expected = to_f32s(reference::rms_norm(xt.clone(), wt.clone(), 1e-5));
@@ -102,7 +87,7 @@ fn rms_norm_matches_reference<B: IllumeBackend>(device: &B::Device) {
 fn silu_mul_matches_reference<B: IllumeBackend>(device: &B::Device) {
     for shape in [[7usize, 13], [6, 64], [3, 1001]] {
         let len = shape[0] * shape[1];
-        let (g, u) = (values(len, 5), values(len, 6));
+        let (g, u) = (sample_values(len, 5), sample_values(len, 6));
         let expected: Vec<f32> = g
             .iter()
             .zip(&u)
@@ -121,7 +106,7 @@ fn silu_mul_matches_reference<B: IllumeBackend>(device: &B::Device) {
             1e-6,
         );
     }
-    let (g, u) = (values(5 * 9, 7), values(5 * 9, 8));
+    let (g, u) = (sample_values(5 * 9, 7), sample_values(5 * 9, 8));
     let gt = tensor::<B, 2>(&g, [5, 9], device).transpose();
     let ut = tensor::<B, 2>(&u, [9, 5], device);
     let expected = to_f32s(reference::silu_mul(gt.clone(), ut.clone()));
@@ -160,8 +145,8 @@ fn rotary_matches_reference<B: IllumeBackend>(device: &B::Device) {
         [1, 2, 3, 128],
     ] {
         let [b, h, s, d] = shape;
-        let x = values(b * h * s * d, 9);
-        let angles = values(s * d, 10);
+        let x = sample_values(b * h * s * d, 9);
+        let angles = sample_values(s * d, 10);
         let cos: Vec<f32> = angles.iter().map(|a| (a * 3.0).cos()).collect();
         let sin: Vec<f32> = angles.iter().map(|a| (a * 3.0).sin()).collect();
         let expected = rotary_loop(&x, shape, &cos, &sin);
@@ -180,8 +165,8 @@ fn rotary_matches_reference<B: IllumeBackend>(device: &B::Device) {
     }
     // The usual strided view: a projection [b, s, h, d] seen as [b, h, s, d].
     let (b, s, h, d) = (2, 5, 3, 8);
-    let x = values(b * s * h * d, 11);
-    let angles = values(s * d, 12);
+    let x = sample_values(b * s * h * d, 11);
+    let angles = sample_values(s * d, 12);
     let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
     let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
     let xt = tensor::<B, 4>(&x, [b, s, h, d], device).swap_dims(1, 2);
@@ -297,12 +282,12 @@ fn group_norm_matches_reference<B: IllumeBackend>(device: &B::Device) {
     } in cases
     {
         let [n, c, h, w] = shape;
-        let x: Vec<f32> = values(n * c * h * w, 13)
+        let x: Vec<f32> = sample_values(n * c * h * w, 13)
             .iter()
             .map(|v| v + offset)
             .collect();
-        let gamma = values(c, 14);
-        let beta = values(c, 15);
+        let gamma = sample_values(c, 14);
+        let beta = sample_values(c, 15);
         let expected = group_norm_loop(
             &x,
             shape,
@@ -342,8 +327,12 @@ fn spatial_norm_matches_reference<B: IllumeBackend>(device: &B::Device) {
     ] {
         let [n, c, h, w] = shape;
         let len = n * c * h * w;
-        let (x, scale, shift) = (values(len, 16), values(len, 17), values(len, 18));
-        let (gamma, beta) = (values(c, 19), values(c, 20));
+        let (x, scale, shift) = (
+            sample_values(len, 16),
+            sample_values(len, 17),
+            sample_values(len, 18),
+        );
+        let (gamma, beta) = (sample_values(c, 19), sample_values(c, 20));
         let expected = group_norm_loop(
             &x,
             shape,
@@ -425,8 +414,8 @@ fn nearest_code_matches_reference<B: IllumeBackend>(device: &B::Device) {
         (130, 1000, 32),
         (70, 3000, 32),
     ] {
-        let z = values(n * d, 21);
-        let codebook = values(k * d, 22);
+        let z = sample_values(n * d, 21);
+        let codebook = sample_values(k * d, 22);
         let zt = tensor::<B, 2>(&z, [n, d], device);
         let ct = tensor::<B, 2>(&codebook, [k, d], device);
         let dispatched = ints(B::nearest_code(zt.clone(), ct.clone()));
@@ -448,7 +437,7 @@ fn nearest_code_matches_reference<B: IllumeBackend>(device: &B::Device) {
     }
     // Exact ties: codes 3 and 10 are the same vector and z sits on it: the first wins.
     let d = 4;
-    let mut codebook = values(12 * d, 23);
+    let mut codebook = sample_values(12 * d, 23);
     let twin: Vec<f32> = codebook[3 * d..4 * d].to_vec();
     codebook[10 * d..11 * d].copy_from_slice(&twin);
     let zt = tensor::<B, 2>(&twin, [1, d], device);
@@ -527,9 +516,9 @@ fn attention_matches_reference<B: IllumeBackend>(device: &B::Device) {
     ];
     for (shape, hk, sk, causal) in cases {
         let [b, h, sq, d] = shape;
-        let q = values(b * h * sq * d, 24);
-        let k = values(b * hk * sk * d, 25);
-        let v = values(b * hk * sk * d, 26);
+        let q = sample_values(b * h * sq * d, 24);
+        let k = sample_values(b * hk * sk * d, 25);
+        let v = sample_values(b * hk * sk * d, 26);
         let scale = 1.0 / (d as f64).sqrt();
         let expected = attention_loop(&q, &k, &v, shape, [hk, sk], scale, causal);
         let qt = tensor::<B, 4>(&q, shape, device);
@@ -552,9 +541,9 @@ fn attention_matches_reference<B: IllumeBackend>(device: &B::Device) {
     }
     // Strided query and keys: [b, s, h, d] projections seen as [b, h, s, d].
     let (b, h, s, d) = (1, 2, 7, 16);
-    let q = tensor::<B, 4>(&values(b * s * h * d, 27), [b, s, h, d], device).swap_dims(1, 2);
-    let k = tensor::<B, 4>(&values(b * s * h * d, 28), [b, s, h, d], device).swap_dims(1, 2);
-    let v = tensor::<B, 4>(&values(b * h * s * d, 29), [b, h, s, d], device);
+    let q = tensor::<B, 4>(&sample_values(b * s * h * d, 27), [b, s, h, d], device).swap_dims(1, 2);
+    let k = tensor::<B, 4>(&sample_values(b * s * h * d, 28), [b, s, h, d], device).swap_dims(1, 2);
+    let v = tensor::<B, 4>(&sample_values(b * h * s * d, 29), [b, h, s, d], device);
     let expected = to_f32s(reference::attention(
         q.clone(),
         k.clone(),

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use illume_backends::{BackendKind, BackendTask, IllumeBackend};
+use illume_backends::{dtype_name, BackendKind, BackendTask, IllumeBackend, Precision};
 
 mod diffusion;
 mod dualvitok;
@@ -48,40 +48,55 @@ impl Options {
 /// The groups `illume bench --group` accepts.
 pub const GROUPS: &[&str] = &["ops", "kernels", "dualvitok", "mllm", "diffusion"];
 
-struct Suite<'a> {
+/// A group's measuring function on backend `B`.
+type Group<B> = fn(&burn::tensor::Device<B>, &Options) -> Vec<Row>;
+
+struct Suite<'a, Emit> {
     options: &'a Options,
+    emit: Emit,
 }
 
-impl BackendTask for Suite<'_> {
+impl<Emit: FnMut(&[Row])> BackendTask for Suite<'_, Emit> {
     type Output = Vec<Row>;
 
-    fn run<B: IllumeBackend>(self, device: B::Device) -> Vec<Row> {
+    fn run<B: IllumeBackend>(mut self, device: B::Device) -> Vec<Row> {
+        let groups: [(&str, Group<B>); 5] = [
+            ("ops", ops::rows::<B>),
+            ("kernels", kernels::rows::<B>),
+            ("dualvitok", dualvitok::rows::<B>),
+            ("diffusion", diffusion::rows::<B>),
+            ("mllm", mllm::rows::<B>),
+        ];
         let mut rows = Vec::new();
-        if self.options.wants("ops") {
-            rows.extend(ops::rows::<B>(&device, self.options));
-        }
-        if self.options.wants("kernels") {
-            rows.extend(kernels::rows::<B>(&device, self.options));
-        }
-        if self.options.wants("dualvitok") {
-            rows.extend(dualvitok::rows::<B>(&device, self.options));
-        }
-        if self.options.wants("diffusion") {
-            rows.extend(diffusion::rows::<B>(&device, self.options));
-        }
-        if self.options.wants("mllm") {
-            rows.extend(mllm::rows::<B>(&device, self.options));
+        for (name, group) in groups {
+            if self.options.wants(name) {
+                let measured = group(&device, self.options);
+                (self.emit)(&measured);
+                rows.extend(measured);
+            }
         }
         rows
     }
 }
 
-/// Run the selected groups on one backend.
+/// Run the selected groups on one backend at `precision`, handing each group's rows to
+/// `emit` as soon as they are measured (a long run shows its results as it goes).
 pub fn run(
     kind: BackendKind,
+    precision: Precision,
     options: &Options,
+    emit: impl FnMut(&[Row]),
 ) -> Result<Vec<Row>, illume_backends::BackendError> {
-    illume_backends::run_on(kind, Suite { options })
+    illume_backends::run_on(kind, precision, Suite { options, emit })
+}
+
+/// The float type `kind` computes in at `precision` (what the bench table's heading says).
+pub fn compute_dtype(
+    kind: BackendKind,
+    precision: Precision,
+) -> Result<&'static str, illume_backends::BackendError> {
+    let (_, dtype) = illume_backends::limits(kind, precision)?;
+    Ok(dtype_name(dtype))
 }
 
 /// Median time of `iters` runs of `f` after `warmup` unmeasured ones; `f` must block until
@@ -117,40 +132,33 @@ pub mod memory {
     }
 }
 
-/// A whole table, printable.
-pub struct Table<'a> {
-    pub backend: BackendKind,
-    pub rows: &'a [Row],
+/// The heading of one backend's table: the backend, its float type, the column names.
+pub fn header(backend: BackendKind, dtype: &str) -> String {
+    format!(
+        "backend: {backend} ({dtype})\n{:<10} {:<34} {:<26} {:>12} {:>18} {:>11}  note",
+        "group", "item", "shape", "time", "throughput", "peak RSS"
+    )
 }
 
-impl fmt::Display for Table<'_> {
+impl fmt::Display for Row {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "backend: {}", self.backend)?;
-        writeln!(
+        let time = if self.time.as_secs_f64() >= 1.0 {
+            format!("{:.2} s", self.time.as_secs_f64())
+        } else {
+            format!("{:.2} ms", self.time.as_secs_f64() * 1e3)
+        };
+        let throughput = self
+            .throughput
+            .map(|(v, unit)| format!("{v:.1} {unit}"))
+            .unwrap_or_default();
+        let rss = self
+            .peak_rss
+            .map(|b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64))
+            .unwrap_or_default();
+        write!(
             f,
-            "{:<10} {:<34} {:<26} {:>12} {:>18} {:>11}  note",
-            "group", "item", "shape", "time", "throughput", "peak RSS"
-        )?;
-        for row in self.rows {
-            let time = if row.time.as_secs_f64() >= 1.0 {
-                format!("{:.2} s", row.time.as_secs_f64())
-            } else {
-                format!("{:.2} ms", row.time.as_secs_f64() * 1e3)
-            };
-            let throughput = row
-                .throughput
-                .map(|(v, unit)| format!("{v:.1} {unit}"))
-                .unwrap_or_default();
-            let rss = row
-                .peak_rss
-                .map(|b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64))
-                .unwrap_or_default();
-            writeln!(
-                f,
-                "{:<10} {:<34} {:<26} {:>12} {:>18} {:>11}  {}",
-                row.group, row.item, row.shape, time, throughput, rss, row.note
-            )?;
-        }
-        Ok(())
+            "{:<10} {:<34} {:<26} {:>12} {:>18} {:>11}  {}",
+            self.group, self.item, self.shape, time, throughput, rss, self.note
+        )
     }
 }

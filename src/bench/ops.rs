@@ -1,12 +1,13 @@
 //! Raw throughput of the backend: what the hardware gives before any model code.
 
 use burn::tensor::{module::conv2d, ops::ConvOptions, Distribution, Tensor};
-use illume_backends::IllumeBackend;
+use illume_backends::{dtype_name, float_dtype, IllumeBackend};
 
 use super::{memory, time_median, Options, Row};
 
 pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row> {
     let mut rows = Vec::new();
+    let dtype = dtype_name(float_dtype::<B>(device));
     let (warmup, iters) = if options.quick { (1, 3) } else { (2, 7) };
     let sizes: &[usize] = if options.quick {
         &[256, 512]
@@ -23,7 +24,7 @@ pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row>
         let flops = 2.0 * (n as f64).powi(3);
         rows.push(Row {
             group: "ops",
-            item: "matmul f32".into(),
+            item: format!("matmul {dtype}"),
             shape: format!("{n}x{n} @ {n}x{n}"),
             time,
             throughput: Some((flops / time.as_secs_f64() / 1e9, "GFLOP/s")),
@@ -47,7 +48,7 @@ pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row>
     let flops = 2.0 * (c * c * 9 * hw * hw) as f64;
     rows.push(Row {
         group: "ops",
-        item: "conv2d 3x3 f32".into(),
+        item: format!("conv2d 3x3 {dtype}"),
         shape: format!("[1,{c},{hw},{hw}] -> {c}"),
         time,
         throughput: Some((flops / time.as_secs_f64() / 1e9, "GFLOP/s")),

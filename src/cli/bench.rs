@@ -1,4 +1,4 @@
-use illume::backends::BackendKind;
+use illume::backends::{BackendKind, Precision};
 use illume::bench;
 
 #[derive(Debug, clap::Args)]
@@ -15,7 +15,7 @@ pub struct Args {
     quick: bool,
 }
 
-pub fn run(args: Args) -> super::CliResult {
+pub fn run(args: Args, precision: Precision) -> super::CliResult {
     let explicit = !args.backends.is_empty();
     let kinds = if explicit {
         args.backends
@@ -27,19 +27,25 @@ pub fn run(args: Args) -> super::CliResult {
         quick: args.quick,
     };
     for kind in kinds {
-        match bench::run(kind, &options) {
-            Ok(rows) => println!(
-                "{}",
-                bench::Table {
-                    backend: kind,
-                    rows: &rows
-                }
-            ),
+        // Starting the device first gives the heading its float type, and reports a backend
+        // that cannot start before any measuring.
+        let dtype = match bench::compute_dtype(kind, precision) {
+            Ok(dtype) => dtype,
             // An explicitly requested backend that cannot run is an error; an implicit one
             // is reported and skipped.
             Err(e) if explicit => return Err(e.into()),
-            Err(e) => println!("backend {kind}: skipped: {e}\n"),
-        }
+            Err(e) => {
+                println!("backend {kind}: skipped: {e}\n");
+                continue;
+            }
+        };
+        println!("{}", bench::header(kind, dtype));
+        bench::run(kind, precision, &options, |rows| {
+            for row in rows {
+                println!("{row}");
+            }
+        })?;
+        println!();
     }
     Ok(())
 }

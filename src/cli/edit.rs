@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use illume::backends::{run_on, BackendKind, BackendTask, IllumeBackend};
+use illume::backends::{BackendTask, IllumeBackend};
 use illume::dualvitok::image_io;
 use illume::mllm::editing::{nearest_anchor, ANCHORS};
 use illume::mllm::{IllumeMllm, ImageGrid};
@@ -92,15 +92,12 @@ impl BackendTask for Edit<'_> {
     }
 }
 
-pub fn run(args: Args, backend: BackendKind) -> super::CliResult {
+pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
     let models = args.models.resolve(true)?;
-    let (tokens, seconds, (h, w)) = run_on(
-        backend,
-        Edit {
-            args: &args,
-            models,
-        },
-    )??;
+    let (tokens, seconds, (h, w)) = compute.run(Edit {
+        args: &args,
+        models,
+    })??;
     eprintln!(
         "{tokens} tokens at the {h}x{w} anchor in {seconds:.1} s ({:.1} tokens/s)",
         tokens as f64 / seconds.max(1e-9)

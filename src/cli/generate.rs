@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use illume::backends::{run_on, BackendKind, BackendTask, IllumeBackend};
+use illume::backends::{BackendTask, IllumeBackend};
 use illume::dualvitok::{image_io, DualTokens, DualViTok, DualViTokConfig};
 use illume::mllm::generate::Observer;
 use illume::mllm::{
@@ -398,18 +398,15 @@ impl BackendTask for Generate<'_> {
     }
 }
 
-pub fn run(args: Args, backend: BackendKind) -> super::CliResult {
+pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
     if args.diffusion.steps == 0 {
         return Err("--steps must be at least 1".into());
     }
     let models = args.models.resolve(true)?;
-    let (tokens, seconds) = run_on(
-        backend,
-        Generate {
-            args: &args,
-            models,
-        },
-    )??;
+    let (tokens, seconds) = compute.run(Generate {
+        args: &args,
+        models,
+    })??;
     eprintln!(
         "{tokens} tokens in {seconds:.1} s ({:.1} tokens/s)",
         tokens as f64 / seconds.max(1e-9)

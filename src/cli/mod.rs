@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use illume::backends::BackendKind;
+use illume::backends::{
+    dtype_name, float_dtype, run_on, BackendError, BackendKind, BackendTask, IllumeBackend,
+    Precision,
+};
 
 mod bench;
 mod doctor;
@@ -30,6 +33,13 @@ struct Cli {
     /// compiled into this binary are available (cargo features ndarray, wgpu, cuda).
     #[arg(long, global = true, env = "ILLUME_BACKEND", default_value = "ndarray")]
     backend: BackendKind,
+
+    /// Float precision of the computation: auto (bf16 on CUDA GPUs that have it, f16 on
+    /// other GPUs that have it, f32 on CPUs), f32, f16 or bf16. Half precision halves the
+    /// weights' memory; norms, softmax, the VQ code search and the diffusion latents and VAE
+    /// stay in f32 as in the official code.
+    #[arg(long, global = true, env = "ILLUME_PRECISION", default_value = "auto")]
+    precision: Precision,
 
     #[command(subcommand)]
     command: Command,
@@ -59,16 +69,20 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let compute = Compute {
+        backend: cli.backend,
+        precision: cli.precision,
+    };
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
-        Command::Bench(args) => bench::run(args),
-        Command::Doctor(args) => doctor::run(args),
-        Command::Tokenize(args) => tokenize::run(args, cli.backend),
-        Command::Reconstruct(args) => reconstruct::run(args, cli.backend),
-        Command::Understand(args) => understand::run(args, cli.backend),
-        Command::Generate(args) => generate::run(args, cli.backend),
-        Command::Edit(args) => edit::run(args, cli.backend),
-        Command::Upscale(args) => upscale::run(args, cli.backend),
+        Command::Bench(args) => bench::run(args, cli.precision),
+        Command::Doctor(args) => doctor::run(args, cli.precision),
+        Command::Tokenize(args) => tokenize::run(args, compute),
+        Command::Reconstruct(args) => reconstruct::run(args, compute),
+        Command::Understand(args) => understand::run(args, compute),
+        Command::Generate(args) => generate::run(args, compute),
+        Command::Edit(args) => edit::run(args, compute),
+        Command::Upscale(args) => upscale::run(args, compute),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,6 +90,32 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Where a verb computes: the backend and the float precision asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Compute {
+    pub backend: BackendKind,
+    pub precision: Precision,
+}
+
+impl Compute {
+    /// Start the device and run `task` on it, saying on stderr which precision it got.
+    pub fn run<T: BackendTask>(self, task: T) -> Result<T::Output, BackendError> {
+        run_on(self.backend, self.precision, Announced(self.backend, task))
+    }
+}
+
+/// A task that first says where it runs.
+struct Announced<T>(BackendKind, T);
+
+impl<T: BackendTask> BackendTask for Announced<T> {
+    type Output = T::Output;
+    fn run<B: IllumeBackend>(self, device: B::Device) -> T::Output {
+        let dtype = dtype_name(float_dtype::<B>(&device));
+        eprintln!("computing on {} in {dtype}", self.0);
+        self.1.run::<B>(device)
     }
 }
 

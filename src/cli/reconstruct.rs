@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use illume::backends::{run_on, BackendKind, BackendTask, IllumeBackend};
+use illume::backends::{BackendTask, IllumeBackend};
 use illume::dualvitok::{image_io, tokenizer::DEFAULT_MAX_PIXELS, DualTokens};
 
 use super::tokenize::{load, spinner, tokenizer_path};
@@ -56,15 +56,12 @@ impl BackendTask for Reconstruct<'_> {
     }
 }
 
-pub fn run(args: Args, backend: BackendKind) -> super::CliResult {
+pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
     let checkpoint = tokenizer_path(args.tokenizer.as_deref())?;
-    let (tokens, [width, height]) = run_on(
-        backend,
-        Reconstruct {
-            args: &args,
-            checkpoint,
-        },
-    )??;
+    let (tokens, [width, height]) = compute.run(Reconstruct {
+        args: &args,
+        checkpoint,
+    })??;
     let [h1, w1] = tokens.semantic.shape;
     let [h2, w2] = tokens.pixel.shape;
     println!(

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use illume::backends::{run_on, BackendKind, BackendTask, IllumeBackend};
+use illume::backends::{BackendTask, IllumeBackend};
 use illume::dualvitok::{image_io, tokenizer::DEFAULT_MAX_PIXELS, DualTokens, DualViTok};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -101,15 +101,12 @@ fn print_grid(name: &str, shape: [usize; 2], indices: &[u32]) {
     }
 }
 
-pub fn run(args: Args, backend: BackendKind) -> super::CliResult {
+pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
     let checkpoint = tokenizer_path(args.tokenizer.as_deref())?;
-    let (tokens, [width, height]) = run_on(
-        backend,
-        Tokenize {
-            args: &args,
-            checkpoint,
-        },
-    )??;
+    let (tokens, [width, height]) = compute.run(Tokenize {
+        args: &args,
+        checkpoint,
+    })??;
     if args.json {
         println!("{}", serde_json::to_string(&tokens)?);
     } else {

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use illume::backends::{run_on, BackendKind, BackendTask, IllumeBackend};
+use illume::backends::{BackendTask, IllumeBackend};
 use illume::dualvitok::image_io;
 use illume::mllm::generate::Observer;
 use illume::mllm::text::{TextStream, TextTokenizer};
@@ -134,15 +134,12 @@ impl BackendTask for Understand<'_> {
     }
 }
 
-pub fn run(args: Args, backend: BackendKind) -> super::CliResult {
+pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
     let models = args.models.resolve(false)?;
-    let (tokens, seconds) = run_on(
-        backend,
-        Understand {
-            args: &args,
-            models,
-        },
-    )??;
+    let (tokens, seconds) = compute.run(Understand {
+        args: &args,
+        models,
+    })??;
     eprintln!(
         "{tokens} tokens in {seconds:.1} s ({:.1} tokens/s, image encoding included)",
         tokens as f64 / seconds.max(1e-9)

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use illume::backends::{run_on, BackendKind, BackendTask, IllumeBackend};
+use illume::backends::{BackendTask, IllumeBackend};
 use illume::diffusion::resolution::{nearest_aspect, resolution_index};
 use illume::diffusion::vae::VaeTiling;
 use illume::diffusion::{
@@ -245,7 +245,7 @@ impl BackendTask for Upscale<'_> {
     }
 }
 
-pub fn run(args: Args, backend: BackendKind) -> super::CliResult {
+pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
     if args.diffusion.steps == 0 {
         return Err("--steps must be at least 1".into());
     }
@@ -255,14 +255,11 @@ pub fn run(args: Args, backend: BackendKind) -> super::CliResult {
         eprintln!("{}", illume::demo::NOTICE);
     }
     let decoder = args.diffusion.decoder_path()?;
-    let ([w, h], size, per_step) = run_on(
-        backend,
-        Upscale {
-            args: &args,
-            tokenizer,
-            decoder,
-        },
-    )??;
+    let ([w, h], size, per_step) = compute.run(Upscale {
+        args: &args,
+        tokenizer,
+        decoder,
+    })??;
     println!(
         "wrote {} ({size}) from the {w}x{h} input tokenized at {}x{} ({per_step:.2} s/step)",
         args.output.display(),

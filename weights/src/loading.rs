@@ -3,14 +3,14 @@
 use std::rc::Rc;
 
 use burn::module::Module;
-use burn::tensor::{backend::Backend, DType, Element};
+use burn::tensor::{backend::Backend, get_device_settings, DType, Element};
 use burn_store::{ApplyError, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{MismatchReport, WeightsError};
 
-/// Converts every floating-point tensor to the compute float type (bf16/f16/f32 files all
-/// load into an f32 model, for instance); integer buffers are left as stored.
+/// Converts every floating-point tensor to the compute float type (a bf16 file loads into an
+/// f32 model, an f32 file into an f16 one); integer buffers are left as stored.
 #[derive(Clone, Copy)]
 struct CastFloats(DType);
 
@@ -44,6 +44,10 @@ pub struct LoadOptions {
     /// Tensors under these prefixes may stay unused (e.g. the VAE encoder of a decoder-only
     /// pipeline). Everything else in the file must be consumed.
     pub unused_prefixes: Vec<String>,
+    /// Float type of the loaded parameters; `None` means the device's compute type (see
+    /// `illume_backends::Precision`). The diffusion VAE pins f32, as the official pipeline
+    /// upcasts it.
+    pub float_dtype: Option<DType>,
 }
 
 impl LoadOptions {
@@ -51,7 +55,13 @@ impl LoadOptions {
         Self {
             module_name: module_name.into(),
             unused_prefixes: Vec::new(),
+            float_dtype: None,
         }
+    }
+
+    pub fn with_float_dtype(mut self, dtype: DType) -> Self {
+        self.float_dtype = Some(dtype);
+        self
     }
 
     pub fn allow_unused(mut self, prefix: impl Into<String>) -> Self {
@@ -64,7 +74,8 @@ impl Checkpoint {
     /// Load every parameter of `module` from this checkpoint.
     ///
     /// PyTorch layouts are adapted on the way (Linear weights transposed, norm
-    /// `weight`/`bias` to `gamma`/`beta`), floats are cast to the backend's float type, and
+    /// `weight`/`bias` to `gamma`/`beta`), floats are cast to the compute float type of the
+    /// module's device (or `options.float_dtype`), and
     /// the load is strict: missing tensors, tensors the module does not have (outside
     /// `unused_prefixes`), shape mismatches and unreadable tensors are all reported together.
     pub fn load_into<B: Backend, M: Module<B>>(
@@ -73,7 +84,13 @@ impl Checkpoint {
         options: &LoadOptions,
     ) -> Result<M, WeightsError> {
         let snapshots: Vec<TensorSnapshot> = self.snapshots().values().cloned().collect();
-        let adapter = PyTorchToBurnAdapter.chain(CastFloats(<B::FloatElem as Element>::dtype()));
+        let target = options
+            .float_dtype
+            .unwrap_or_else(|| match module.devices().first() {
+                Some(device) => get_device_settings::<B>(device).float_dtype.into(),
+                None => <B::FloatElem as Element>::dtype(),
+            });
+        let adapter = PyTorchToBurnAdapter.chain(CastFloats(target));
         let result = module.apply(snapshots, None, Some(Box::new(adapter)), false);
 
         let applied: std::collections::HashSet<&str> =

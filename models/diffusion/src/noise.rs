@@ -4,7 +4,7 @@
 //! The numbers differ from PyTorch's `torch.randn` for the same seed (a different
 //! generator); parity with the official pipeline is checked with given initial latents.
 
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -21,12 +21,13 @@ impl NoiseSource {
         }
     }
 
-    /// A tensor of standard normal samples.
+    /// A tensor of standard normal samples, in f32 (the latents stay f32 whatever the UNet
+    /// computes in, as in diffusers' schedulers).
     pub fn normal<B: Backend>(&mut self, shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
         let count = shape.iter().product();
         let values: Vec<f32> = (0..count)
             .map(|_| StandardNormal.sample(&mut self.rng))
             .collect();
-        Tensor::from_data(TensorData::new(values, shape), device)
+        Tensor::from_data(TensorData::new(values, shape), (device, DType::F32))
     }
 }

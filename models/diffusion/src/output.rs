@@ -4,7 +4,7 @@
 use std::io::BufWriter;
 use std::path::Path;
 
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, DType, Tensor};
 use image::RgbImage;
 
 use crate::error::DiffusionError;
@@ -15,6 +15,7 @@ pub fn to_rgb<B: Backend>(decoded: Tensor<B, 4>) -> RgbImage {
     assert_eq!(c, 3, "an RGB image has 3 channels");
     let unit = decoded
         .slice([0..1, 0..3, 0..h, 0..w])
+        .cast(DType::F32)
         .div_scalar(2.0)
         .add_scalar(0.5)
         .clamp(0.0, 1.0);

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Tensor;
-use illume_backends::IllumeBackend;
+use burn::tensor::{DType, Tensor};
+use illume_backends::{compute_dtype, IllumeBackend};
 use illume_dualvitok::DualTokens;
 use image::RgbImage;
 
@@ -283,7 +283,12 @@ impl<B: IllumeBackend> DiffusionDecoder<B> {
                 latent_hw[1]
             )));
         }
-        let mut latents = initial_noise.mul_scalar(schedule.init_noise_sigma);
+        // Latents and scheduler arithmetic in f32; the UNet in the device's compute type.
+        let unet_dtype = compute_dtype::<B>(&self.device);
+        let codes = codes.cast(unet_dtype);
+        let mut latents = initial_noise
+            .cast(DType::F32)
+            .mul_scalar(schedule.init_noise_sigma);
         let total = schedule.len();
         for (i, &t) in schedule.timesteps.iter().enumerate() {
             let model_in = if guided {
@@ -291,9 +296,9 @@ impl<B: IllumeBackend> DiffusionDecoder<B> {
             } else {
                 latents.clone()
             };
-            let model_in = schedule.scale_model_input(model_in, i);
+            let model_in = schedule.scale_model_input(model_in, i).cast(unet_dtype);
             let model_in = Tensor::cat(vec![model_in, codes.clone()], 1);
-            let prediction = self.unet.forward(model_in, t, &cond);
+            let prediction = self.unet.forward(model_in, t, &cond).cast(DType::F32);
             let prediction = if guided {
                 let [uncond, cond] = prediction
                     .chunk(2, 0)

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use image::RgbImage;
 
 use crate::error::{Error, Result};
@@ -119,6 +119,7 @@ pub fn to_tensor<B: Backend>(image: &RgbImage, device: &B::Device) -> Tensor<B, 
 pub fn to_rgb<B: Backend>(image: Tensor<B, 4>) -> RgbImage {
     let [_, _, h, w] = image.dims();
     let scaled = image
+        .cast(DType::F32)
         .mul_scalar(127.5)
         .add_scalar(128.0)
         .clamp(0.0, 255.0)

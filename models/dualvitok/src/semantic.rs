@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
+use illume_backends::reference::apply_layer_norm;
 use illume_backends::IllumeBackend;
 
 use crate::config::{
@@ -30,7 +31,8 @@ impl<B: Backend> OutputProjection<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.linear.forward(x);
         match &self.norm {
-            Some(norm) => norm.forward(x),
+            // Only the semantic decoder has this norm.
+            Some(norm) => apply_layer_norm(norm, x, DECODER_OUTPUT_NORM_EPS),
             None => x,
         }
     }

@@ -9,6 +9,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
+use illume_backends::reference::apply_layer_norm;
 use illume_backends::IllumeBackend;
 use illume_weights::Checkpoint;
 
@@ -171,8 +172,14 @@ impl<B: Backend> VisionBlock<B> {
 
 impl<B: IllumeBackend> VisionBlock<B> {
     pub fn forward(&self, x: Tensor<B, 3>, rope: &VisionRope<B>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.norm1.forward(x), rope);
-        x.clone() + self.mlp.forward(self.norm2.forward(x))
+        let x = x.clone()
+            + self
+                .attn
+                .forward(apply_layer_norm(&self.norm1, x, VISION_NORM_EPS), rope);
+        x.clone()
+            + self
+                .mlp
+                .forward(apply_layer_norm(&self.norm2, x, VISION_NORM_EPS))
     }
 }
 
@@ -201,7 +208,7 @@ impl<B: Backend> PatchMerger<B> {
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [n, d] = x.dims();
         let window = MERGE_SIZE * MERGE_SIZE;
-        let x = self.ln_q.forward(x).reshape([n / window, d * window]);
+        let x = apply_layer_norm(&self.ln_q, x, VISION_NORM_EPS).reshape([n / window, d * window]);
         self.mlp
             .fc2
             .forward(activation::gelu(self.mlp.fc1.forward(x)))

@@ -248,7 +248,10 @@ macro_rules! __cuda_tests {
             $(
                 #[test]
                 fn $body() {
-                    match $crate::backends::check_available($crate::backends::BackendKind::Cuda) {
+                    match $crate::backends::check_available(
+                        $crate::backends::BackendKind::Cuda,
+                        $crate::backends::Precision::F32,
+                    ) {
                         Ok(()) => super::$body::<$crate::backends::Cuda>(&Default::default()),
                         Err(e) => $crate::report_skip("cuda", &e),
                     }

@@ -5,12 +5,16 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, LayerNorm, Linear};
 use burn::tensor::{activation, backend::Backend, Tensor};
+use illume_backends::reference::apply_layer_norm;
 use illume_backends::IllumeBackend;
 
 use crate::layers::{
     conv2d, group_norm, group_norm_config, layer_norm_config, linear, Attention,
     CrossAttentionContext,
 };
+
+/// Epsilon of the transformer blocks' LayerNorms (diffusers' default).
+const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// `GEGLU`: `proj` to twice the width, `value * gelu(gate)` (exact GELU).
 #[derive(Module, Debug)]
@@ -63,22 +67,27 @@ pub struct BasicTransformerBlock<B: Backend> {
 impl<B: IllumeBackend> BasicTransformerBlock<B> {
     fn new(dim: usize, heads: usize, cross_attention_dim: usize, device: &B::Device) -> Self {
         Self {
-            norm1: layer_norm_config(dim, 1e-5).init(device),
+            norm1: layer_norm_config(dim, LAYER_NORM_EPS).init(device),
             attn1: Attention::transformer(dim, dim, heads, device),
-            norm2: layer_norm_config(dim, 1e-5).init(device),
+            norm2: layer_norm_config(dim, LAYER_NORM_EPS).init(device),
             attn2: Attention::transformer(dim, cross_attention_dim, heads, device),
-            norm3: layer_norm_config(dim, 1e-5).init(device),
+            norm3: layer_norm_config(dim, LAYER_NORM_EPS).init(device),
             ff: FeedForward::new(dim, device),
         }
     }
 
     fn forward(&self, x: Tensor<B, 3>, context: &CrossAttentionContext<B>) -> Tensor<B, 3> {
-        let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
-        let x = self
-            .attn2
-            .forward_cross(self.norm2.forward(x.clone()), context)
-            + x;
-        self.ff.forward(self.norm3.forward(x.clone())) + x
+        let x = self.attn1.forward(
+            apply_layer_norm(&self.norm1, x.clone(), LAYER_NORM_EPS),
+            None,
+        ) + x;
+        let x = self.attn2.forward_cross(
+            apply_layer_norm(&self.norm2, x.clone(), LAYER_NORM_EPS),
+            context,
+        ) + x;
+        self.ff
+            .forward(apply_layer_norm(&self.norm3, x.clone(), LAYER_NORM_EPS))
+            + x
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use illume_backends::IllumeBackend;
 use illume_weights::{Checkpoint, LoadOptions};
 
@@ -23,6 +23,10 @@ use crate::layers::{
 
 /// GroupNorm epsilon of every VAE decoder norm (fixed in diffusers' `Decoder`).
 const EPS: f64 = 1e-6;
+
+/// The VAE always decodes in f32, whatever the UNet computes in: the SDXL VAE overflows in
+/// f16 (its config sets `force_upcast`, and the official pipeline upcasts it).
+pub(crate) const VAE_DTYPE: DType = DType::F32;
 
 /// `UNetMidBlock2D`: resnet, then (attention, resnet).
 #[derive(Module, Debug)]
@@ -136,7 +140,8 @@ impl<B: IllumeBackend> AutoencoderKL<B> {
         let module = Self::new(&config, device);
         let options = LoadOptions::named("AutoencoderKL decoder")
             .allow_unused("encoder.")
-            .allow_unused("quant_conv.");
+            .allow_unused("quant_conv.")
+            .with_float_dtype(VAE_DTYPE);
         Ok(Checkpoint::open(dir)?.load_into(module, &options)?)
     }
 
@@ -147,6 +152,7 @@ impl<B: IllumeBackend> AutoencoderKL<B> {
     /// What the pipeline feeds the decoder: `latents / scaling_factor`, or
     /// `latents · std / scaling_factor + mean` when the config has latents_mean/std.
     pub fn unscale_latents(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
+        let latents = latents.cast(VAE_DTYPE);
         let scaling = self.config.scaling_factor;
         match &self.config.latents_mean_std {
             None => latents.div_scalar(scaling),
@@ -155,7 +161,10 @@ impl<B: IllumeBackend> AutoencoderKL<B> {
                 let c = mean.len();
                 let column = |v: &[f64]| {
                     let v: Vec<f32> = v.iter().map(|x| *x as f32).collect();
-                    Tensor::<B, 4>::from_data(TensorData::new(v, [1, c, 1, 1]), &device)
+                    Tensor::<B, 4>::from_data(
+                        TensorData::new(v, [1, c, 1, 1]),
+                        (&device, VAE_DTYPE),
+                    )
                 };
                 (latents * column(std)).div_scalar(scaling) + column(mean)
             }
@@ -181,6 +190,7 @@ impl<B: IllumeBackend> AutoencoderKL<B> {
     /// `post_quant_conv`, `conv_in` and the mid block: the latent-resolution part, shared
     /// by the plain and the tiled decoders.
     fn decode_to_mid(&self, z: Tensor<B, 4>, query_chunk: Option<usize>) -> Tensor<B, 4> {
+        let z = z.cast(VAE_DTYPE);
         let z = match &self.post_quant_conv {
             Some(conv) => conv.forward(z),
             None => z,

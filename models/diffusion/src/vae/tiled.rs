@@ -15,7 +15,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{activation, Tensor, TensorData};
 use illume_backends::IllumeBackend;
 
-use super::AutoencoderKL;
+use super::{AutoencoderKL, VAE_DTYPE};
 use crate::layers::{nearest_resize, ResnetBlock2D};
 
 /// How to tile: the largest strip of one activation map held on the device at a time.
@@ -66,7 +66,10 @@ impl HostMap {
         for plane in self.data.chunks_exact(h * w) {
             out.extend_from_slice(&plane[r0 * w..r1 * w]);
         }
-        Tensor::from_data(TensorData::new(out, [n, c, r1 - r0, w]), device)
+        Tensor::from_data(
+            TensorData::new(out, [n, c, r1 - r0, w]),
+            (device, VAE_DTYPE),
+        )
     }
 
     /// Store `t` (`[n, c, rows, w]`) as rows starting at `r0`.
@@ -134,7 +137,8 @@ fn norm_affine<B: IllumeBackend>(
             shift.push((beta[ch] as f64 - mean * k) as f32);
         }
     }
-    let column = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [n, c, 1, 1]), device);
+    let column =
+        |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [n, c, 1, 1]), (device, VAE_DTYPE));
     (column(scale), column(shift))
 }
 
@@ -221,7 +225,10 @@ impl<B: IllumeBackend> AutoencoderKL<B> {
             |_, _, y| y,
         );
         let [n, c, h, w] = image.dims;
-        Tensor::from_data(TensorData::new(image.data, [n, c, h, w]), &device)
+        Tensor::from_data(
+            TensorData::new(image.data, [n, c, h, w]),
+            (&device, VAE_DTYPE),
+        )
     }
 }
 
