@@ -34,7 +34,7 @@ pub(super) use generation_config_help;
 <height_H><width_W>, the content of image is ...`), the MLLM samples the image's semantic and \
 pixel token grids under the interleaved logits processor with classifier-free guidance (the \
 unconditional prompt is `Generate a random image of <height_H><width_W>`), and DualViTok's \
-pixel decoder turns the tokens into an HxW PNG.\n\n\
+pixel decoder turns the tokens into a PNG of --size (WxH; the prompt's tags are height first).\n\n\
 Sampling: --temperature/--top-k/--top-p are the global values; the semantic level defaults \
 to them and the pixel level to the semantic values with 3x the top-k, as in the official \
 InferenceConfig. The `eval` preset (default) is generation_eval's InterleavedLogitsProcessor \
@@ -56,11 +56,11 @@ pub struct Args {
     /// Where to write the image (PNG).
     #[arg(short, long, value_name = "OUT.png")]
     pub output: PathBuf,
-    /// Image size HxW: multiples of 64 up to 1024. Trained anchors: 512x512, 384x512,
-    /// 512x384, 384x768, 768x384, 384x576, 576x384, 320x960, 960x320, 256x1024,
-    /// 1024x256, and 256x256.
-    #[arg(long, value_name = "HxW", default_value = "512x512", value_parser = parse_size)]
-    pub size: (usize, usize),
+    /// Image size WxH (width first, as `upscale --size`): multiples of 64 up to 1024.
+    /// Trained anchors: 512x512, 384x512, 512x384, 384x768, 768x384, 384x576, 576x384,
+    /// 320x960, 960x320, 256x1024, 1024x256, and 256x256.
+    #[arg(long, value_name = "WxH", default_value = "512x512", value_parser = parse_size)]
+    pub size: HeightWidth,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// With --diffusion, the tokens are rendered at twice the image size by the SDXL
@@ -202,15 +202,14 @@ impl SamplingArgs {
     }
 }
 
-fn parse_size(text: &str) -> Result<(usize, usize), String> {
-    let (h, w) = text
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("`{text}` is not HxW (e.g. 512x512)"))?;
-    let side = |s: &str| {
-        s.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("`{text}` is not HxW (e.g. 512x512)"))
-    };
+/// An image size as the MLLM's resolution tags hold it: `(height, width)`.
+pub type HeightWidth = (usize, usize);
+
+/// `WxH` (e.g. `768x384`: 768 wide, 384 high) → `(height, width)`.
+fn parse_size(text: &str) -> Result<HeightWidth, String> {
+    let bad = || format!("`{text}` is not WxH (e.g. 512x512, or 768x384 for a wide image)");
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
+    let side = |s: &str| s.trim().parse::<usize>().map_err(|_| bad());
     Ok((side(h)?, side(w)?))
 }
 
@@ -412,11 +411,30 @@ pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
         tokens as f64 / seconds.max(1e-9)
     );
     let (h, w) = args.size;
-    let (h, w) = if args.diffusion.diffusion.is_some() {
-        (2 * h, 2 * w)
+    let scale = if args.diffusion.diffusion.is_some() {
+        2
     } else {
-        (h, w)
+        1
     };
-    println!("wrote {} ({h}x{w})", args.output.display());
+    println!(
+        "wrote {} ({}x{})",
+        args.output.display(),
+        scale * w,
+        scale * h
+    );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn size_is_width_by_height() {
+        assert_eq!(parse_size("768x384"), Ok((384, 768)));
+        assert_eq!(parse_size("256X1024"), Ok((1024, 256)));
+        let err = parse_size("512").unwrap_err();
+        assert!(err.contains("WxH"), "{err}");
+        assert!(parse_size("ax512").is_err());
+    }
 }
