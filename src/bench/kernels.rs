@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use burn::tensor::{backend::Backend, BasicOps, Distribution, Tensor};
-use illume_backends::{reference, IllumeBackend, Modulation};
+use burn::tensor::{backend::Backend, BasicOps, DType, Distribution, Tensor};
+use illume_backends::{float_dtype, reference, IllumeBackend, Modulation};
 
 use super::{memory, time_median, Options, Row};
 
@@ -71,14 +71,12 @@ fn normal<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> 
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
 }
 
-/// Bytes of `elements` f32 values.
-fn f32_bytes(elements: usize) -> f64 {
-    4.0 * elements as f64
-}
-
 pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row> {
     let quick = options.quick;
     let mut rows = Vec::new();
+    // Bytes of `elements` values in the compute type (f32, or f16/bf16 with --precision).
+    let element_size = DType::from(float_dtype::<B>(device)).size();
+    let bytes = |elements: usize| (elements * element_size) as f64;
 
     // RMSNorm and the SwiGLU activation at the 3B model's prefill of a 512² image prompt
     // (1404 positions; hidden 2048, intermediate 11008).
@@ -90,7 +88,7 @@ pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row>
         options,
         "rms_norm",
         format!("[{tokens}, 2048]"),
-        Work::Bytes(f32_bytes(2 * tokens * 2048)),
+        Work::Bytes(bytes(2 * tokens * 2048)),
         || reference::rms_norm(x.clone(), w.clone(), 1e-6),
         || B::rms_norm(x.clone(), w.clone(), 1e-6),
     );
@@ -101,7 +99,7 @@ pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row>
         options,
         "silu_mul",
         format!("[{tokens}, 11008]"),
-        Work::Bytes(f32_bytes(3 * tokens * 11008)),
+        Work::Bytes(bytes(3 * tokens * 11008)),
         || reference::silu_mul(gate.clone(), up.clone()),
         || B::silu_mul(gate.clone(), up.clone()),
     );
@@ -115,7 +113,7 @@ pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row>
         options,
         "rotary (LLM)",
         format!("[1, 16, {tokens}, 128]"),
-        Work::Bytes(f32_bytes(2 * 16 * tokens * 128)),
+        Work::Bytes(bytes(2 * 16 * tokens * 128)),
         || reference::rotary(q.clone(), cos.clone(), sin.clone()),
         || B::rotary(q.clone(), cos.clone(), sin.clone()),
     );
@@ -132,7 +130,7 @@ pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row>
         options,
         "group_norm+silu",
         format!("[1, {c}, {hw}, {hw}] / 32"),
-        Work::Bytes(f32_bytes(3 * elements)),
+        Work::Bytes(bytes(3 * elements)),
         || {
             reference::group_norm(
                 x.clone(),
@@ -163,7 +161,7 @@ pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row>
         options,
         "spatial_norm+silu",
         format!("[1, {c}, {hw}, {hw}] / 32"),
-        Work::Bytes(f32_bytes(5 * elements)),
+        Work::Bytes(bytes(5 * elements)),
         || {
             reference::spatial_norm(
                 x.clone(),
