@@ -268,7 +268,7 @@ fn bad_images_and_sizes_are_clear_errors() {
                 "-o",
                 out_png.to_str().unwrap(),
             ],
-            "HxW",
+            "WxH",
         ),
         (
             &[
