@@ -103,7 +103,9 @@ pub fn run_on<T: BackendTask>(
         BackendKind::Wgpu => {
             let device = burn::backend::wgpu::WgpuDevice::default();
             // Lavapipe and other CPU adapters emulate half precision: `auto` keeps f32 there.
-            let is_cpu = crate::wgpu_adapter().is_ok_and(|a| a.device_type == "Cpu");
+            // Only `auto` reads the adapter's type, so only `auto` pays for enumerating it.
+            let is_cpu = precision == Precision::Auto
+                && crate::wgpu_adapter().is_ok_and(|a| a.device_type == "Cpu");
             start::<crate::Wgpu>(kind, &device, precision, is_cpu, "no usable GPU adapter was found (Vulkan, Metal, DX12 or GL); on a machine without a GPU install Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`)")?;
             Ok(task.run::<crate::Wgpu>(device))
         }
