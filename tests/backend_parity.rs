@@ -12,6 +12,7 @@
 mod common;
 
 parity_tests!(ndarray_backend, BackendKind::NdArray, Precision::F32);
+parity_tests!(flex_backend, BackendKind::Flex, Precision::F32);
 #[cfg(feature = "wgpu")]
 parity_tests!(wgpu_backend, BackendKind::Wgpu, Precision::F32);
 #[cfg(feature = "cuda")]

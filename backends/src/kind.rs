@@ -7,16 +7,23 @@ use crate::IllumeBackend;
 /// A backend the user can ask for with `--backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendKind {
+    Flex,
     NdArray,
     Wgpu,
     Cuda,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 3] = [BackendKind::NdArray, BackendKind::Wgpu, BackendKind::Cuda];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Flex,
+        BackendKind::NdArray,
+        BackendKind::Wgpu,
+        BackendKind::Cuda,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
+            BackendKind::Flex => "flex",
             BackendKind::NdArray => "ndarray",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
@@ -26,6 +33,7 @@ impl BackendKind {
     /// Whether this binary was built with the backend's cargo feature.
     pub fn is_compiled(self) -> bool {
         match self {
+            BackendKind::Flex => cfg!(feature = "flex"),
             BackendKind::NdArray => cfg!(feature = "ndarray"),
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
             BackendKind::Cuda => cfg!(feature = "cuda"),
@@ -35,6 +43,20 @@ impl BackendKind {
     /// The backends compiled into this binary, in order of preference for a default.
     pub fn compiled() -> Vec<BackendKind> {
         Self::ALL.into_iter().filter(|k| k.is_compiled()).collect()
+    }
+
+    /// The CPU backend `cpu` names: flex (the fast one) when it is compiled in, else ndarray.
+    pub fn cpu() -> BackendKind {
+        if BackendKind::Flex.is_compiled() {
+            BackendKind::Flex
+        } else {
+            BackendKind::NdArray
+        }
+    }
+
+    /// Whether the backend computes on the host CPU.
+    pub fn is_cpu(self) -> bool {
+        matches!(self, BackendKind::Flex | BackendKind::NdArray)
     }
 }
 
@@ -49,7 +71,9 @@ impl FromStr for BackendKind {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
-            "ndarray" | "cpu" => Ok(BackendKind::NdArray),
+            "cpu" => Ok(BackendKind::cpu()),
+            "flex" => Ok(BackendKind::Flex),
+            "ndarray" => Ok(BackendKind::NdArray),
             "wgpu" | "vulkan" | "webgpu" => Ok(BackendKind::Wgpu),
             "cuda" => Ok(BackendKind::Cuda),
             other => Err(BackendError::Unknown(other.to_string())),
@@ -59,7 +83,7 @@ impl FromStr for BackendKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("unknown backend `{0}`: choose one of ndarray, wgpu, cuda")]
+    #[error("unknown backend `{0}`: choose one of cpu, flex, ndarray, wgpu, cuda")]
     Unknown(String),
     #[error(
         "the `{kind}` backend is not compiled into this binary; rebuild with \
@@ -93,6 +117,12 @@ pub fn run_on<T: BackendTask>(
         });
     }
     match kind {
+        #[cfg(feature = "flex")]
+        BackendKind::Flex => {
+            let device = Default::default();
+            start::<crate::Flex>(kind, &device, precision, true, "")?;
+            Ok(task.run::<crate::Flex>(device))
+        }
         #[cfg(feature = "ndarray")]
         BackendKind::NdArray => {
             let device = Default::default();
@@ -183,10 +213,14 @@ mod tests {
     #[test]
     fn parses_names_and_rejects_unknown() {
         assert_eq!("CUDA".parse::<BackendKind>().unwrap(), BackendKind::Cuda);
-        assert_eq!("cpu".parse::<BackendKind>().unwrap(), BackendKind::NdArray);
+        assert_eq!("cpu".parse::<BackendKind>().unwrap(), BackendKind::Flex);
+        assert_eq!(
+            "ndarray".parse::<BackendKind>().unwrap(),
+            BackendKind::NdArray
+        );
         let err = "metal2".parse::<BackendKind>().unwrap_err().to_string();
         assert!(
-            err.contains("metal2") && err.contains("ndarray, wgpu, cuda"),
+            err.contains("metal2") && err.contains("flex, ndarray, wgpu, cuda"),
             "{err}"
         );
     }

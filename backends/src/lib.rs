@@ -27,7 +27,11 @@ pub use precision::{
 };
 pub use samples::sample_values;
 
-/// CPU backend (ndarray, f32, multi-threaded).
+/// The fast CPU backend (burn-flex: gemm-backed matmul and convolutions, rayon, SIMD):
+/// the CPU default.
+#[cfg(feature = "flex")]
+pub type Flex = burn::backend::Flex;
+/// The CPU reference backend (ndarray, f32, multi-threaded): what parity is checked against.
 #[cfg(feature = "ndarray")]
 pub type NdArray = burn::backend::NdArray<f32>;
 /// WebGPU-family backend (Vulkan, Metal, DX12, GL; Mesa lavapipe on CPU-only machines).

@@ -83,3 +83,6 @@ pub trait IllumeBackend: Backend {
 
 #[cfg(feature = "ndarray")]
 impl IllumeBackend for crate::NdArray {}
+
+#[cfg(feature = "flex")]
+impl IllumeBackend for crate::Flex {}

@@ -21,8 +21,8 @@ non-zero when a check fails.\n\nExamples:\n  cargo run --release --features wgpu
 illume doctor --backends cuda --component kernels\n  illume doctor --precision f16"
 )]
 pub struct Args {
-    /// Backends to check, comma-separated (default: every compiled GPU backend; ndarray is
-    /// the reference the others are compared with).
+    /// Backends to check, comma-separated (default: every compiled backend but ndarray, the
+    /// reference the others are compared with: flex, wgpu, cuda).
     #[arg(long, value_delimiter = ',')]
     backends: Vec<BackendKind>,
     /// Only these components (repeatable; default: all).

@@ -29,9 +29,10 @@ ILLUME-MLLM/dualvitok-sdxl-decoder   the diffusion decoder (--diffusion)\n\
 A path may be a local directory/file or a Hugging Face repo id found in the local HF cache \
 ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub); nothing is downloaded.")]
 struct Cli {
-    /// Compute backend: ndarray (CPU), wgpu (Vulkan/Metal/DX12/GL) or cuda; only backends
-    /// compiled into this binary are available (cargo features ndarray, wgpu, cuda).
-    #[arg(long, global = true, env = "ILLUME_BACKEND", default_value = "ndarray")]
+    /// Compute backend: cpu (flex, the fast CPU backend, where compiled in), flex, ndarray
+    /// (the CPU reference), wgpu (Vulkan/Metal/DX12/GL) or cuda; only backends compiled into
+    /// this binary are available (cargo features flex, ndarray, wgpu, cuda).
+    #[arg(long, global = true, env = "ILLUME_BACKEND", default_value = "cpu")]
     backend: BackendKind,
 
     /// Float precision of the computation: auto (bf16 on CUDA GPUs that have it, f16 on

@@ -198,7 +198,7 @@ pub fn report_skip(backend: &str, reason: &dyn std::fmt::Display) {
 /// Generate one `#[test]` per compiled backend for each listed generic test body
 /// `fn body<B: IllumeBackend>(device: &B::Device)`.
 ///
-/// ndarray always runs; wgpu runs when this harness is built with its `wgpu` feature; cuda
+/// ndarray (the CPU reference) and flex (the fast CPU backend) always run; wgpu runs when this harness is built with its `wgpu` feature; cuda
 /// runs with `cuda` when a device answers, and otherwise prints why it was skipped.
 #[macro_export]
 macro_rules! backend_tests {
@@ -208,6 +208,14 @@ macro_rules! backend_tests {
                 #[test]
                 fn $body() {
                     super::$body::<$crate::backends::NdArray>(&Default::default());
+                }
+            )*
+        }
+        mod flex_backend {
+            $(
+                #[test]
+                fn $body() {
+                    super::$body::<$crate::backends::Flex>(&Default::default());
                 }
             )*
         }
