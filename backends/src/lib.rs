@@ -16,12 +16,13 @@ pub mod ops;
 mod precision;
 pub mod reference;
 mod samples;
+pub mod unfolded_conv;
 
 #[cfg(feature = "wgpu")]
 pub use adapter::{wgpu_adapter, AdapterReport};
 pub use kind::{check_available, run_on, BackendError, BackendKind, BackendTask};
 pub use limits::{human_bytes, limits, DeviceLimits};
-pub use ops::{IllumeBackend, Modulation};
+pub use ops::{conv2d, IllumeBackend, Modulation};
 pub use precision::{
     compute_dtype, dtype_name, float_dtype, DeviceFloats, Precision, PrecisionError,
 };

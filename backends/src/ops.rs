@@ -1,6 +1,9 @@
 //! The operations models call through the backend, so that a backend can swap the generic
 //! composition for a fused kernel without the model code changing.
 
+use burn::nn::conv::Conv2d;
+use burn::nn::PaddingConfig2d;
+use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{backend::Backend, Int, Tensor};
 
 use crate::{reference, DeviceLimits};
@@ -74,6 +77,18 @@ pub trait IllumeBackend: Backend {
         reference::attention(q, k, v, scale, causal)
     }
 
+    /// A 2-D convolution, `weight` `[out, in/groups, kh, kw]`. Defaults to Burn's own
+    /// (implicit GEMM on CubeCL, im2col + gemm on flex); ndarray computes stride-1
+    /// convolutions as matmuls ([`crate::unfolded_conv`]).
+    fn convolve2d(
+        x: Tensor<Self, 4>,
+        weight: Tensor<Self, 4>,
+        bias: Option<Tensor<Self, 1>>,
+        options: PaddedConvOptions<2>,
+    ) -> Tensor<Self, 4> {
+        burn::tensor::module::conv2d(x, weight, bias, options)
+    }
+
     /// What the device allows (binding and shared-memory sizes, half-precision support), so
     /// that models can size their buffers (e.g. vocabulary shards of an LM head).
     fn limits(_device: &Self::Device) -> DeviceLimits {
@@ -82,7 +97,39 @@ pub trait IllumeBackend: Backend {
 }
 
 #[cfg(feature = "ndarray")]
-impl IllumeBackend for crate::NdArray {}
+impl IllumeBackend for crate::NdArray {
+    fn convolve2d(
+        x: Tensor<Self, 4>,
+        weight: Tensor<Self, 4>,
+        bias: Option<Tensor<Self, 1>>,
+        options: PaddedConvOptions<2>,
+    ) -> Tensor<Self, 4> {
+        if crate::unfolded_conv::supports(&options) {
+            crate::unfolded_conv::conv2d(x, weight, bias, &options)
+        } else {
+            burn::tensor::module::conv2d(x, weight, bias, options)
+        }
+    }
+}
+
+/// `conv.forward(x)` through [`IllumeBackend::convolve2d`], so that a model's `nn::Conv2d`
+/// layers get each backend's fastest convolution.
+pub fn conv2d<B: IllumeBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let (start, end) = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => ([top, left], [bottom, right]),
+        PaddingConfig2d::Valid => ([0, 0], [0, 0]),
+        // Burn computes "same" padding from the input size internally; no model here uses it.
+        PaddingConfig2d::Same => return conv.forward(x),
+    };
+    let options =
+        PaddedConvOptions::asymmetric(conv.stride, start, end, conv.dilation, conv.groups);
+    B::convolve2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        options,
+    )
+}
 
 #[cfg(feature = "flex")]
 impl IllumeBackend for crate::Flex {}

@@ -1,6 +1,6 @@
 //! Raw throughput of the backend: what the hardware gives before any model code.
 
-use burn::tensor::{module::conv2d, ops::ConvOptions, Distribution, Tensor};
+use burn::tensor::{ops::ConvOptions, Distribution, Tensor};
 use illume_backends::{dtype_name, float_dtype, IllumeBackend};
 
 use super::{memory, time_median, Options, Row};
@@ -37,11 +37,12 @@ pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row>
     let w = Tensor::<B, 4>::random([c, c, 3, 3], Distribution::Normal(0.0, 0.05), device);
     memory::reset_peak();
     let time = time_median(warmup, iters, || {
-        let y = conv2d(
+        // The convolution the models run (IllumeBackend's, per backend).
+        let y = B::convolve2d(
             x.clone(),
             w.clone(),
             None,
-            ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 1).into(),
         );
         let _ = y.slice([0..1, 0..1, 0..1, 0..1]).into_data();
     });

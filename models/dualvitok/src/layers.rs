@@ -1,12 +1,8 @@
 //! Tensor building blocks shared by the DualViTok networks.
 
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::nn::PaddingConfig2d;
-use burn::tensor::{activation, backend::Backend, ops::PadMode, Tensor};
-
-/// Upper bound on the values of one im2col band of [`conv2d`] (128 MiB of f32): large enough
-/// for big matmuls, small enough that a 512×512×384 convolution never unfolds whole.
-const IM2COL_BAND_VALUES: usize = 32 << 20;
+use burn::tensor::{activation, backend::Backend, Tensor};
 
 /// A `k×k`, stride-1 convolution with "same" zero padding (`k/2`), as every convolution of the
 /// MoVQ encoder/decoder is.
@@ -16,51 +12,9 @@ pub fn conv_config(c_in: usize, c_out: usize, kernel: usize) -> Conv2dConfig {
         .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
 }
 
-/// Apply a stride-1, same-padded convolution (see [`conv_config`]).
-///
-/// On burn-ndarray the convolution is computed as matrix products: its direct convolution
-/// runs at ~1.6 GFLOP/s, its GEMM at ~100. 1×1 kernels are one matmul; larger kernels are
-/// unfolded (im2col) one band of output rows at a time, each band a single
-/// `[out, in·k·k] × [in·k·k, rows·w]` matmul. CubeCL backends (wgpu, cuda) run Burn's own
-/// implicit-GEMM convolution, which needs no unfolded copy and far fewer kernels.
-pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    if !B::name(&x.device()).starts_with("ndarray") {
-        return conv.forward(x);
-    }
-    let [c_out, c_in, kh, kw] = conv.weight.dims();
-    let [batch, _, height, width] = x.dims();
-    let weight = conv.weight.val().reshape([1, c_out, c_in * kh * kw]);
-    let bias = conv.bias.as_ref().map(|b| b.val().reshape([1, c_out, 1]));
-    let with_bias = |y: Tensor<B, 3>| match &bias {
-        Some(b) => y + b.clone(),
-        None => y,
-    };
-    if kh == 1 && kw == 1 {
-        let y = weight.matmul(x.reshape([batch, c_in, height * width]));
-        return with_bias(y).reshape([batch, c_out, height, width]);
-    }
-    let (ph, pw) = (kh / 2, kw / 2);
-    let padded = x.pad([(0, 0), (0, 0), (ph, ph), (pw, pw)], PadMode::Constant(0.0));
-    let unfolded_per_row = c_in * kh * kw * width * batch;
-    let band = (IM2COL_BAND_VALUES / unfolded_per_row).clamp(1, height);
-    let mut outputs = Vec::with_capacity(height.div_ceil(band));
-    for row in (0..height).step_by(band) {
-        let rows = band.min(height - row);
-        let taps: Vec<Tensor<B, 4>> = (0..kh)
-            .flat_map(|dy| (0..kw).map(move |dx| (dy, dx)))
-            .map(|(dy, dx)| {
-                padded
-                    .clone()
-                    .slice([0..batch, 0..c_in, row + dy..row + dy + rows, dx..dx + width])
-            })
-            .collect();
-        // [b, c_in, k·k, rows, w]: column index c·k·k + dy·k + dx, the weight's flattening.
-        let columns = Tensor::stack::<5>(taps, 2).reshape([batch, c_in * kh * kw, rows * width]);
-        let y = with_bias(weight.clone().matmul(columns));
-        outputs.push(y.reshape([batch, c_out, rows, width]));
-    }
-    Tensor::cat(outputs, 2)
-}
+/// Convolutions go through [`illume_backends::IllumeBackend::convolve2d`], each backend's
+/// fastest path.
+pub use illume_backends::conv2d;
 
 /// `x` with a row-major layout (a copy when `x` is a strided view, a no-op otherwise).
 ///
@@ -138,30 +92,10 @@ pub fn modulate_nearest<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::Param;
     use burn::tensor::{Distribution, Tolerance};
     use illume_backends::NdArray;
 
     type B = NdArray;
-
-    #[test]
-    fn gemm_convolution_matches_burns_convolution() {
-        let device = Default::default();
-        for (c_in, c_out, k, h, w) in [(3, 8, 3, 9, 7), (8, 4, 1, 5, 6), (16, 8, 3, 40, 3)] {
-            let mut conv = conv_config(c_in, c_out, k).init::<B>(&device);
-            conv.bias = Some(Param::from_tensor(Tensor::random(
-                [c_out],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            )));
-            let x =
-                Tensor::<B, 4>::random([2, c_in, h, w], Distribution::Normal(0.0, 1.0), &device);
-            let expected = conv.forward(x.clone()).into_data();
-            conv2d(&conv, x)
-                .into_data()
-                .assert_approx_eq::<f32>(&expected, Tolerance::absolute(1e-4));
-        }
-    }
 
     #[test]
     fn shuffles_are_inverse_and_pooling_averages_cells() {

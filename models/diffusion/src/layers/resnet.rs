@@ -52,7 +52,7 @@ impl<B: IllumeBackend> ResnetBlock2D<B> {
     /// `temb_silu` is `silu(timestep embedding)`, `[batch, temb_channels]` (computed once per
     /// UNet call and shared by every block), or `None` in the VAE.
     pub fn forward(&self, x: Tensor<B, 4>, temb_silu: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(group_norm(&self.norm1, x.clone(), true));
+        let h = illume_backends::conv2d(&self.conv1, group_norm(&self.norm1, x.clone(), true));
         let h = match (&self.time_emb_proj, temb_silu) {
             (Some(proj), Some(temb)) => {
                 let [b, c] = [h.dims()[0], h.dims()[1]];
@@ -60,9 +60,9 @@ impl<B: IllumeBackend> ResnetBlock2D<B> {
             }
             _ => h,
         };
-        let h = self.conv2.forward(group_norm(&self.norm2, h, true));
+        let h = illume_backends::conv2d(&self.conv2, group_norm(&self.norm2, h, true));
         let shortcut = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => illume_backends::conv2d(conv, x),
             None => x,
         };
         let out = shortcut + h;

@@ -4,6 +4,7 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use illume_backends::IllumeBackend;
 
 use super::conv2d;
 
@@ -23,14 +24,16 @@ impl<B: Backend> Downsample2D<B> {
             pad_bottom_right: padding == 0,
         }
     }
+}
 
+impl<B: IllumeBackend> Downsample2D<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = if self.pad_bottom_right {
             x.pad((0, 1, 0, 1), burn::tensor::ops::PadMode::Constant(0.0))
         } else {
             x
         };
-        self.conv.forward(x)
+        illume_backends::conv2d(&self.conv, x)
     }
 }
 
@@ -47,11 +50,13 @@ impl<B: Backend> Upsample2D<B> {
             conv: conv2d([channels, channels], 3, 1, 1, device),
         }
     }
+}
 
+impl<B: IllumeBackend> Upsample2D<B> {
     pub fn forward(&self, x: Tensor<B, 4>, size: Option<[usize; 2]>) -> Tensor<B, 4> {
         let [_, _, h, w] = x.dims();
         let size = size.unwrap_or([2 * h, 2 * w]);
-        self.conv.forward(nearest_resize(x, size))
+        illume_backends::conv2d(&self.conv, nearest_resize(x, size))
     }
 }
 

@@ -164,7 +164,7 @@ impl<B: IllumeBackend> UNet2DConditionModel<B> {
             context: &cond.context,
         };
 
-        let mut x = self.conv_in.forward(sample);
+        let mut x = illume_backends::conv2d(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             x = block.forward(x, &inputs, &mut skips);
@@ -175,8 +175,7 @@ impl<B: IllumeBackend> UNet2DConditionModel<B> {
         for block in &self.up_blocks {
             x = block.forward(x, &inputs, &mut skips);
         }
-        self.conv_out
-            .forward(group_norm(&self.conv_norm_out, x, true))
+        illume_backends::conv2d(&self.conv_out, group_norm(&self.conv_norm_out, x, true))
     }
 }
 

@@ -184,7 +184,7 @@ impl<B: IllumeBackend> AutoencoderKL<B> {
                 x = upsampler.forward(x, None);
             }
         }
-        d.conv_out.forward(group_norm(&d.conv_norm_out, x, true))
+        illume_backends::conv2d(&d.conv_out, group_norm(&d.conv_norm_out, x, true))
     }
 
     /// `post_quant_conv`, `conv_in` and the mid block: the latent-resolution part, shared
@@ -192,11 +192,11 @@ impl<B: IllumeBackend> AutoencoderKL<B> {
     fn decode_to_mid(&self, z: Tensor<B, 4>, query_chunk: Option<usize>) -> Tensor<B, 4> {
         let z = z.cast(VAE_DTYPE);
         let z = match &self.post_quant_conv {
-            Some(conv) => conv.forward(z),
+            Some(conv) => illume_backends::conv2d(conv, z),
             None => z,
         };
         let mid = &self.decoder.mid_block;
-        let mut x = mid.resnets[0].forward(self.decoder.conv_in.forward(z), None);
+        let mut x = mid.resnets[0].forward(illume_backends::conv2d(&self.decoder.conv_in, z), None);
         for (i, resnet) in mid.resnets.iter().enumerate().skip(1) {
             if let Some(attention) = mid.attentions.get(i - 1) {
                 x = attention.forward_spatial(x, query_chunk);

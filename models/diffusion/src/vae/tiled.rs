@@ -10,7 +10,6 @@
 
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{activation, Tensor, TensorData};
 use illume_backends::IllumeBackend;
@@ -150,11 +149,11 @@ fn strips(h: usize, rows: usize) -> impl Iterator<Item = (usize, usize)> {
 /// A 3×3, stride-1, padding-1 convolution of a strip that already carries its halo rows
 /// (one above and below, zero rows at the image border): no vertical padding.
 fn conv3x3_rows<B: IllumeBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    conv2d(
+    B::convolve2d(
         x,
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),
-        ConvOptions::new([1, 1], [0, 1], [1, 1], 1),
+        ConvOptions::new([1, 1], [0, 1], [1, 1], 1).into(),
     )
 }
 
@@ -242,7 +241,7 @@ fn resnet_tiled<B: IllumeBackend>(
     norm_silu_conv(&r.norm2, &r.conv2, &h1, rows, device, |a, b, y| {
         let skip = x.rows::<B>(a, b, device);
         let skip = match &r.conv_shortcut {
-            Some(conv) => conv.forward(skip),
+            Some(conv) => illume_backends::conv2d(conv, skip),
             None => skip,
         };
         let out = skip + y;

@@ -185,7 +185,9 @@ impl<B: Backend> DcDownBlock<B> {
             conv: conv_config(channels, channels / 4, 3).init(device),
         }
     }
+}
 
+impl<B: IllumeBackend> DcDownBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         pixel_unshuffle(conv2d(&self.conv, x.clone())) + avg_pool_2x2(x)
     }
@@ -204,7 +206,9 @@ impl<B: Backend> DcUpBlock<B> {
             conv: conv_config(channels, channels * 4, 3).init(device),
         }
     }
+}
 
+impl<B: IllumeBackend> DcUpBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         pixel_shuffle(conv2d(&self.conv, x.clone())) + upsample_nearest(x, 2)
     }
