@@ -42,6 +42,11 @@ struct Cli {
     #[arg(long, global = true, env = "ILLUME_PRECISION", default_value = "auto")]
     precision: Precision,
 
+    /// CPU threads the CPU backends (flex, ndarray) compute on, and that feed GPU backends.
+    /// Default: every core of this machine.
+    #[arg(long, global = true, env = "ILLUME_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +75,16 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(threads) = cli.threads {
+        // Before any tensor exists, so the backends' first use finds this pool.
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(usize::from(threads))
+            .build_global()
+        {
+            eprintln!("error: --threads {threads}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let compute = Compute {
         backend: cli.backend,
         precision: cli.precision,
