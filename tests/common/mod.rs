@@ -19,11 +19,11 @@ fn demos() {
 }
 
 /// Run `component` on `kind` at `precision` (skipped, with the reason printed, where a
-/// CUDA device does not answer) and assert every check passes.
+/// GPU device does not answer) and assert every check passes.
 pub fn assert_parity(kind: BackendKind, precision: Precision, component: Component) {
-    if kind == BackendKind::Cuda {
+    if !kind.is_cpu() {
         if let Err(e) = illume::backends::check_available(kind, precision) {
-            illume_test_harness::report_skip("cuda", &e);
+            illume_test_harness::report_skip(kind.name(), &e);
             return;
         }
     }

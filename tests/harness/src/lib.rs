@@ -188,8 +188,15 @@ pub fn to_f32s<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 
 /// Say on the terminal that a test was skipped and why. Written to stderr directly, not
 /// through `eprintln!`, which the test runner captures (and hides for a test that returns).
+///
+/// A backend named in `ILLUME_REQUIRE_BACKENDS` (comma-separated, e.g. `wgpu` in CI, where
+/// lavapipe is installed) may not be skipped: the test fails with the reason instead.
 pub fn report_skip(backend: &str, reason: &dyn std::fmt::Display) {
     use std::io::Write;
+    let required = std::env::var("ILLUME_REQUIRE_BACKENDS").unwrap_or_default();
+    if required.split(',').any(|b| b.trim() == backend) {
+        panic!("{backend} is required (ILLUME_REQUIRE_BACKENDS) but cannot run: {reason}");
+    }
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("a test");
     let _ = writeln!(std::io::stderr(), "SKIPPED {test} on {backend}: {reason}");
@@ -198,8 +205,9 @@ pub fn report_skip(backend: &str, reason: &dyn std::fmt::Display) {
 /// Generate one `#[test]` per compiled backend for each listed generic test body
 /// `fn body<B: IllumeBackend>(device: &B::Device)`.
 ///
-/// ndarray (the CPU reference) and flex (the fast CPU backend) always run; wgpu runs when this harness is built with its `wgpu` feature; cuda
-/// runs with `cuda` when a device answers, and otherwise prints why it was skipped.
+/// ndarray (the CPU reference) and flex (the fast CPU backend) always run; wgpu and cuda
+/// run when this harness is built with their features and a device answers (Mesa's
+/// lavapipe counts for wgpu), and otherwise print why they were skipped.
 #[macro_export]
 macro_rules! backend_tests {
     ($($body:ident),* $(,)?) => {
@@ -233,7 +241,13 @@ macro_rules! __wgpu_tests {
             $(
                 #[test]
                 fn $body() {
-                    super::$body::<$crate::backends::Wgpu>(&Default::default());
+                    match $crate::backends::check_available(
+                        $crate::backends::BackendKind::Wgpu,
+                        $crate::backends::Precision::F32,
+                    ) {
+                        Ok(()) => super::$body::<$crate::backends::Wgpu>(&Default::default()),
+                        Err(e) => $crate::report_skip("wgpu", &e),
+                    }
                 }
             )*
         }
