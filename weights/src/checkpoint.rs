@@ -5,11 +5,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{backend::Backend, DType, Element, Tensor, TensorData};
-use burn_store::pytorch::PytorchReader;
 use burn_store::{ModuleStore, SafetensorsStore, TensorSnapshot};
 
 use crate::error::WeightsError;
-use crate::pickle_guard;
+use crate::torch_file;
 
 /// On-disk format of a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +122,18 @@ impl Checkpoint {
         let mut tensors = BTreeMap::new();
         let mut files = Vec::new();
         for shard in shards {
+            // Only plain relative names: an index must not reach `/etc/passwd` or `../`.
+            let inside = std::path::Path::new(shard)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside || shard.is_empty() {
+                return Err(WeightsError::Format {
+                    path: index.to_path_buf(),
+                    reason: format!(
+                        "shard `{shard}` is not a relative path inside the checkpoint directory"
+                    ),
+                });
+            }
             let file = dir.join(shard);
             if !file.is_file() {
                 return Err(WeightsError::NotFound {
@@ -130,7 +141,23 @@ impl Checkpoint {
                     hint: format!("shard listed in {}", index.display()),
                 });
             }
-            tensors.append(&mut read_safetensors(&file)?);
+            for (name, snapshot) in read_safetensors(&file)? {
+                // Each tensor comes from the one shard the index names for it.
+                if parsed.weight_map.get(&name) != Some(shard) {
+                    return Err(WeightsError::Tensor {
+                        path: file.clone(),
+                        name: name.clone(),
+                        reason: match parsed.weight_map.get(&name) {
+                            Some(other) => format!(
+                                "the index {} names shard `{other}` for it",
+                                index.display()
+                            ),
+                            None => format!("not listed in {}", index.display()),
+                        },
+                    });
+                }
+                tensors.insert(name, snapshot);
+            }
             files.push(file);
         }
         if let Some(name) = parsed.weight_map.keys().find(|n| !tensors.contains_key(*n)) {
@@ -148,25 +175,11 @@ impl Checkpoint {
     }
 
     fn open_pytorch(file: &Path) -> Result<Self, WeightsError> {
-        pickle_guard::scan_file(file)?;
-        let reader = PytorchReader::new(file).map_err(|e| WeightsError::Format {
-            path: file.to_path_buf(),
-            reason: format!("cannot read PyTorch checkpoint: {e}"),
-        })?;
         Ok(Self {
             path: file.to_path_buf(),
             files: vec![file.to_path_buf()],
             format: Format::Pytorch,
-            // burn-store keys the map by dotted name but leaves the snapshots' own paths
-            // empty; the path is what module loading matches on.
-            tensors: reader
-                .into_tensors()
-                .into_iter()
-                .map(|(name, snapshot)| {
-                    let named = with_name(&snapshot, &name);
-                    (name, named)
-                })
-                .collect(),
+            tensors: torch_file::read(file)?,
         })
     }
 
@@ -316,16 +329,28 @@ fn with_name(snapshot: &TensorSnapshot, name: &str) -> TensorSnapshot {
     )
 }
 
-/// Validate the header ourselves (clear errors for truncated or foreign files), then let
-/// burn-store build lazy, memory-mapped snapshots.
+/// Validate the header ourselves (clear errors for truncated or foreign files, duplicate
+/// names, unknown dtypes), then let burn-store build lazy, memory-mapped snapshots.
 fn read_safetensors(file: &Path) -> Result<BTreeMap<String, TensorSnapshot>, WeightsError> {
     let handle = File::open(file).map_err(|e| WeightsError::io(file, e))?;
     // SAFETY: the map is read-only and lives only for this validation; a concurrent
     // truncation of the file by another process is outside what we can defend against.
     let map = unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| WeightsError::io(file, e))?;
-    safetensors::SafeTensors::deserialize(&map).map_err(|e| WeightsError::Format {
-        path: file.to_path_buf(),
-        reason: describe_safetensors_error(&e, map.len()),
+    check_header_entries(file, &map)?;
+    safetensors::SafeTensors::deserialize(&map).map_err(|e| match e {
+        safetensors::SafeTensorError::InvalidOffset(name) => WeightsError::Tensor {
+            path: file.to_path_buf(),
+            name,
+            reason: format!(
+                "its data_offsets overlap another tensor, leave a gap, or run past the {} \
+                 bytes present",
+                map.len()
+            ),
+        },
+        e => WeightsError::Format {
+            path: file.to_path_buf(),
+            reason: describe_safetensors_error(&e, map.len()),
+        },
     })?;
     drop(map);
     let mut store = SafetensorsStore::from_file(file);
@@ -338,6 +363,87 @@ fn read_safetensors(file: &Path) -> Result<BTreeMap<String, TensorSnapshot>, Wei
     Ok(tensors.clone())
 }
 
+/// The header's entries in file order, duplicates kept (serde maps keep only the last).
+struct HeaderEntries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for HeaderEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = HeaderEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<HeaderEntries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(HeaderEntries(out))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// Data types safetensors 0.7 reads.
+const SAFETENSORS_DTYPES: &[&str] = &[
+    "BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16",
+    "F16", "BF16", "I32", "U32", "F32", "C64", "F64", "I64", "U64",
+];
+
+/// A name given twice (the safetensors crate keeps the last silently) or an unknown dtype
+/// (which it reports as bad JSON) is an error naming the tensor. Malformed headers are left
+/// to the safetensors parser's own diagnosis.
+fn check_header_entries(file: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    else {
+        return Ok(());
+    };
+    let Some(header) = usize::try_from(len)
+        .ok()
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+    else {
+        return Ok(());
+    };
+    let Ok(HeaderEntries(entries)) = serde_json::from_slice::<HeaderEntries>(header) else {
+        return Ok(());
+    };
+    let error = |name: &str, reason: String| WeightsError::Tensor {
+        path: file.to_path_buf(),
+        name: name.to_string(),
+        reason,
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (name, info) in &entries {
+        if !seen.insert(name.as_str()) {
+            return Err(error(
+                name,
+                "appears twice in the safetensors header".into(),
+            ));
+        }
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("");
+        if !SAFETENSORS_DTYPES.contains(&dtype) {
+            return Err(error(
+                name,
+                format!(
+                    "unknown dtype `{dtype}` (known: {})",
+                    SAFETENSORS_DTYPES.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn describe_safetensors_error(e: &safetensors::SafeTensorError, file_len: usize) -> String {
     use safetensors::SafeTensorError as E;
     match e {
@@ -348,7 +454,7 @@ fn describe_safetensors_error(e: &safetensors::SafeTensorError, file_len: usize)
         E::InvalidHeader(_) | E::InvalidHeaderStart | E::InvalidHeaderDeserialization(_) => {
             "not a safetensors file: the header is not valid JSON metadata".into()
         }
-        E::MetadataIncompleteBuffer | E::InvalidOffset(_) => format!(
+        E::MetadataIncompleteBuffer => format!(
             "the file is truncated or corrupt: the header describes more tensor data than the \
              {file_len} bytes present"
         ),

@@ -13,6 +13,8 @@ mod hub;
 mod inspect;
 mod loading;
 pub mod pickle_guard;
+mod torch_file;
+mod torch_pickle;
 
 pub use checkpoint::{Checkpoint, Format, STATE_DICT_WRAPPERS};
 pub use error::{MismatchReport, WeightsError};

@@ -1,17 +1,10 @@
-//! A static scan of PyTorch pickles before anything reads them.
+//! A static scan of PyTorch pickles before anything interprets them.
 //!
-//! burn-store parses pickles as data, never executing them, but it tolerates some
-//! constructs (`NEWOBJ`, `BUILD`) whose callables it never checks. We want a stronger
+//! The interpreter (`torch_pickle`) never calls anything, but we want a stronger
 //! promise: a checkpoint that so much as *names* a callable outside the handful needed to
 //! rebuild tensors and `OrderedDict`s is rejected, with the callable named in the error.
 //! The scan walks every opcode once (no stack semantics beyond what is needed to know the
 //! operands of `STACK_GLOBAL`) and is cheap next to reading the tensors.
-
-use std::fs::File;
-use std::io::{BufReader, Read};
-use std::path::Path;
-
-use crate::error::WeightsError;
 
 /// The only globals a `torch.save(state_dict)` pickle needs.
 const ALLOWED_GLOBALS: &[(&str, &str)] = &[
@@ -34,7 +27,7 @@ const ALLOWED_GLOBALS: &[(&str, &str)] = &[
     ("torch", "Size"),
 ];
 
-fn check_global(module: &str, name: &str) -> Result<(), String> {
+pub(crate) fn check_global(module: &str, name: &str) -> Result<(), String> {
     if ALLOWED_GLOBALS
         .iter()
         .any(|(m, n)| *m == module && *n == name)
@@ -46,75 +39,6 @@ fn check_global(module: &str, name: &str) -> Result<(), String> {
              storages and collections.OrderedDict are accepted (this loader never executes \
              checkpoint code)"
         ))
-    }
-}
-
-/// Scan a PyTorch checkpoint file (zip archive or legacy sequential pickles).
-pub fn scan_file(path: &Path) -> Result<(), WeightsError> {
-    let fail = |reason: String| WeightsError::UnsafePickle {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let io = |e: std::io::Error| WeightsError::io(path, e);
-    let mut file = File::open(path).map_err(io)?;
-    let mut magic = [0u8; 4];
-    let n = file.read(&mut magic).map_err(io)?;
-    if n < 2 {
-        return Err(WeightsError::Format {
-            path: path.to_path_buf(),
-            reason: "the file is empty or truncated".into(),
-        });
-    }
-    if magic.starts_with(b"PK") {
-        let archive =
-            zip::ZipArchive::new(BufReader::new(File::open(path).map_err(io)?)).map_err(|e| {
-                WeightsError::Format {
-                    path: path.to_path_buf(),
-                    reason: format!(
-                        "not a readable PyTorch zip archive ({e}); the file may be truncated"
-                    ),
-                }
-            })?;
-        let mut archive = archive;
-        let pickles: Vec<String> = archive
-            .file_names()
-            .filter(|name| name.ends_with(".pkl"))
-            .map(str::to_owned)
-            .collect();
-        if pickles.is_empty() {
-            return Err(WeightsError::Format {
-                path: path.to_path_buf(),
-                reason: "zip archive without a data.pkl: not a torch.save file".into(),
-            });
-        }
-        for name in pickles {
-            let mut bytes = Vec::new();
-            archive
-                .by_name(&name)
-                .and_then(|mut entry| entry.read_to_end(&mut bytes).map_err(Into::into))
-                .map_err(|e| WeightsError::Format {
-                    path: path.to_path_buf(),
-                    reason: format!("cannot read `{name}` from the archive: {e}"),
-                })?;
-            scan_pickle(&bytes).map_err(|r| fail(format!("{name}: {r}")))?;
-        }
-        Ok(())
-    } else if magic[0] == 0x80 {
-        // Legacy format: magic number, protocol, sys info, the object, storage keys.
-        let bytes = std::fs::read(path).map_err(io)?;
-        let mut offset = 0;
-        for _ in 0..5 {
-            if offset >= bytes.len() {
-                break;
-            }
-            offset += scan_pickle(&bytes[offset..]).map_err(fail)?;
-        }
-        Ok(())
-    } else {
-        Err(WeightsError::Format {
-            path: path.to_path_buf(),
-            reason: "neither a zip archive nor a pickle (wrong header)".into(),
-        })
     }
 }
 
