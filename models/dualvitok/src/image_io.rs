@@ -7,7 +7,7 @@ use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use image::RgbImage;
 
 use crate::error::{Error, Result};
-use crate::resize;
+use crate::pil_resize::{pil_resize_rgb, PilFilter};
 
 /// Decode an image file (PNG, JPEG, WebP, BMP, GIF, TIFF) to 8-bit RGB.
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
@@ -63,7 +63,7 @@ pub fn resize_to_multiple(image: &RgbImage, multiple: usize) -> Result<RgbImage>
             height: h,
         });
     }
-    Ok(resize::pil_bicubic_rgb(image, tw, th))
+    pil_resize_rgb(image, tw, th, PilFilter::Bicubic)
 }
 
 /// Python's `round` (half to even), which `smart_resize` relies on.
