@@ -90,7 +90,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         &decoded,
         image.width() as usize,
         image.height() as usize,
-    );
+    )?;
     image_io::write_png(&restored, "embed_edited.png".as_ref())?;
     println!("wrote embed_generated.png and embed_edited.png");
     Ok(())

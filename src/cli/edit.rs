@@ -83,7 +83,7 @@ impl BackendTask for Edit<'_> {
                 .expect("checked by resolve");
             let decoded =
                 decode_to_png::<B>(&edited.tokens, tokenizer, &self.args.output, &device, &bar)?;
-            let restored = IllumeMllm::<B>::restore_edit(&decoded, w, h);
+            let restored = IllumeMllm::<B>::restore_edit(&decoded, w, h)?;
             image_io::write_png(&restored, &self.args.output)?;
             Ok((edited.ids.len(), seconds, anchor))
         })();

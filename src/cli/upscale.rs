@@ -11,7 +11,8 @@ use illume::diffusion::vae::VaeTiling;
 use illume::diffusion::{
     write_png, CodeEmbedder, CodePrecision, DecodeOptions, DiffusionDecoder, ImageSize,
 };
-use illume::dualvitok::{image_io, resize, DualTokens, DualViTok};
+use illume::dualvitok::pil_resize::{pil_resize_rgb, PilFilter};
+use illume::dualvitok::{image_io, DualTokens, DualViTok};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::tokenize::{load, spinner, tokenizer_path};
@@ -213,7 +214,7 @@ impl BackendTask for Upscale<'_> {
             let (tw, th) = (size.width / 2, size.height / 2);
             let tokenizer = load::<B>(&self.tokenizer, tw * th, &device, &bar)?;
             bar.set_message(format!("tokenizing at {tw}x{th}"));
-            let resized = resize::pil_bicubic_rgb(&image, tw, th);
+            let resized = pil_resize_rgb(&image, tw, th, PilFilter::Bicubic)?;
             let tokens = tokenizer.encode_rgb(&resized, &device)?;
             let extra = vec![
                 ("illume.pipeline".to_string(), "upscale".to_string()),

@@ -22,6 +22,8 @@ pub enum Error {
     ImageWrite { path: PathBuf, reason: String },
     #[error("the image is empty ({width}x{height} pixels)")]
     EmptyImage { width: usize, height: usize },
+    #[error("cannot resize an image to {width}x{height}: both sides must be at least 1 pixel")]
+    EmptyResizeTarget { width: usize, height: usize },
     #[error(
         "the image is {width}x{height}: DualViTok needs at least 16x16 pixels (its pixel \
          branch works on 16x16 patches)"

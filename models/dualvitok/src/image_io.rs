@@ -7,7 +7,7 @@ use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
 use image::RgbImage;
 
 use crate::error::{Error, Result};
-use crate::resize;
+use crate::pil_resize::{pil_resize_rgb, PilFilter};
 
 /// Decode an image file (PNG, JPEG, WebP, BMP, GIF, TIFF) to 8-bit RGB.
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
@@ -63,7 +63,7 @@ pub fn resize_to_multiple(image: &RgbImage, multiple: usize) -> Result<RgbImage>
             height: h,
         });
     }
-    Ok(resize::pil_bicubic_rgb(image, tw, th))
+    pil_resize_rgb(image, tw, th, PilFilter::Bicubic)
 }
 
 /// Python's `round` (half to even), which `smart_resize` relies on.
@@ -147,6 +147,47 @@ mod tests {
             [256, 256]
         );
         assert_eq!(smart_resize_dims(10, 10, 16, 32 * 32, 768 * 768), [32, 32]);
+    }
+
+    /// Literal outputs of the official `smart_resize` (`image_processing_movqgan.py:39-69`),
+    /// printed by Python 3 with
+    /// `[((h, w), smart_resize(h, w, 16, MIN, MAX)) for h, w in CASES]`.
+    #[test]
+    fn smart_resize_matches_python_at_halfway_cases() {
+        // MIN, MAX = 16 * 16, 1 << 20: no pixel limit applies, so only `round` acts. Every
+        // side here but 39, 41 and 50 is an exact .5 multiple of 16 (24/16 = 1.5 → 2,
+        // 40/16 = 2.5 → 2, 56 → 4, 72 → 4, 88 → 6, 104 → 6, 120 → 8, 136 → 8, 1000 → 62,
+        // 1016 → 64, 8/16 = 0.5 → 0 → the 16 floor).
+        let unlimited = [
+            ((24, 40), (32, 32)),
+            ((56, 72), (64, 64)),
+            ((88, 104), (96, 96)),
+            ((120, 136), (128, 128)),
+            ((1000, 1016), (992, 1024)),
+            ((8, 8), (16, 16)),
+            ((39, 41), (32, 48)),
+            ((90, 50), (96, 48)),
+        ];
+        // MIN, MAX = 32 * 32, 768 * 768 (the stage-3 limits): the floor/ceil branches.
+        let staged = [
+            ((1000, 1016), (752, 768)),
+            ((8, 1000), (16, 368)),
+            ((5000, 3000), (976, 592)),
+            ((200, 2), (320, 16)),
+            ((24, 40), (32, 32)),
+        ];
+        for (cases, min, max) in [
+            (&unlimited[..], 16 * 16, 1 << 20),
+            (&staged[..], 32 * 32, 768 * 768),
+        ] {
+            for ((h, w), (eh, ew)) in cases.iter().copied() {
+                assert_eq!(
+                    smart_resize_dims(h, w, 16, min, max),
+                    [eh, ew],
+                    "smart_resize({h}, {w}, 16, {min}, {max})"
+                );
+            }
+        }
     }
 
     #[test]

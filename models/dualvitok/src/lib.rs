@@ -19,7 +19,8 @@
 //!
 //! Modules usable on their own: [`preprocess`] (the ViT's scaling layer), [`vit`] (Qwen2-VL
 //! ViT + patch merger), [`movq`] (pixel encoder/decoder), [`simvq`] (codebooks),
-//! [`merge`] (`merge_quants`), [`resize`] (PyTorch/Pillow resampling), [`image_io`].
+//! [`merge`] (`merge_quants`), [`resize`] (PyTorch resampling), [`pil_resize`] (Pillow
+//! resampling), [`image_io`].
 
 pub mod config;
 pub mod demo;
@@ -29,6 +30,7 @@ pub mod layers;
 pub mod merge;
 pub mod movq;
 pub mod names;
+pub mod pil_resize;
 pub mod preprocess;
 pub mod resize;
 pub mod semantic;

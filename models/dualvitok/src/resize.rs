@@ -1,18 +1,16 @@
-//! Image resampling exactly as the official pipeline does it.
+//! The official pipeline's PyTorch resizes (`F.interpolate`), on tensors.
 //!
 //! - [`bicubic_antialias`]: `F.interpolate(mode='bicubic', align_corners=False,
 //!   antialias=True)`, the ViT input resize (PyTorch's separable PIL-style filter, a = −0.5,
 //!   support scaled by the reduction factor, float arithmetic).
 //! - [`bicubic`]: `F.interpolate(mode='bicubic', align_corners=False)`, the semantic-code
 //!   upsampling of `merge_quants` (Keys cubic, A = −0.75, taps clamped at the border).
-//! - [`pil_bicubic_rgb`]: Pillow's `Image.resize(size, BICUBIC)` on 8-bit RGB (fixed-point
-//!   coefficients, 8-bit intermediate), the tokenizer app's and the MLLM processor's resize.
 //!
-//! Both tensor resizes are separable linear maps, applied as two matmuls with per-axis weight
+//! These mirror PyTorch; the official code's Pillow resizes are in [`crate::pil_resize`].
+//! Both are separable linear maps, applied as two matmuls with per-axis weight
 //! matrices computed on the host (they are tiny: output × input per axis).
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
-use image::RgbImage;
 
 /// Resampling weights of one axis: a dense `[out, in]` matrix, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,105 +171,6 @@ pub fn bicubic<B: Backend>(x: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
     resample(x, &cubic_weights(h, size[0]), &cubic_weights(w, size[1]))
 }
 
-/// Fixed-point precision of Pillow's 8-bit resampling coefficients (`PRECISION_BITS`).
-const PIL_PRECISION_BITS: u32 = 32 - 8 - 2;
-
-/// Pillow's bicubic coefficients (`precompute_coeffs` + `normalize_coeffs_8bpc`): per output
-/// sample the first input index and the fixed-point taps.
-fn pil_coefficients(input: usize, out: usize) -> Vec<(usize, Vec<i32>)> {
-    let scale = input as f64 / out as f64;
-    let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
-    let ss = 1.0 / filterscale;
-    let pil_cubic = |x: f64| {
-        let a = -0.5;
-        let x = x.abs();
-        if x < 1.0 {
-            ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-        } else if x < 2.0 {
-            (((x - 5.0) * x + 8.0) * x - 4.0) * a
-        } else {
-            0.0
-        }
-    };
-    (0..out)
-        .map(|i| {
-            let center = (i as f64 + 0.5) * scale;
-            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-            let xmax = ((center + support + 0.5) as i64).min(input as i64) as usize;
-            let mut taps: Vec<f64> = (xmin..xmax)
-                .map(|x| pil_cubic((x as f64 - center + 0.5) * ss))
-                .collect();
-            let total: f64 = taps.iter().sum();
-            if total != 0.0 {
-                taps.iter_mut().for_each(|t| *t /= total);
-            }
-            let one = (1u32 << PIL_PRECISION_BITS) as f64;
-            let fixed = taps
-                .into_iter()
-                .map(|t| {
-                    if t < 0.0 {
-                        (-0.5 + t * one) as i32
-                    } else {
-                        (0.5 + t * one) as i32
-                    }
-                })
-                .collect();
-            (xmin, fixed)
-        })
-        .collect()
-}
-
-fn pil_clip(accumulated: i64) -> u8 {
-    (accumulated >> PIL_PRECISION_BITS).clamp(0, 255) as u8
-}
-
-/// Pillow's `Image.resize((width, height), Image.BICUBIC)` on an 8-bit RGB image: horizontal
-/// pass then vertical pass, each with fixed-point coefficients and rounding to 8 bits (Pillow
-/// skips a pass whose size does not change, and returns a copy when neither does).
-pub fn pil_bicubic_rgb(image: &RgbImage, width: usize, height: usize) -> RgbImage {
-    let (in_w, in_h) = (image.width() as usize, image.height() as usize);
-    if (in_w, in_h) == (width, height) {
-        return image.clone();
-    }
-    let half = 1i64 << (PIL_PRECISION_BITS - 1);
-    let mut pixels: Vec<u8> = image.as_raw().clone();
-    let mut cur_w = in_w;
-    if width != in_w {
-        let coefficients = pil_coefficients(in_w, width);
-        let mut out = vec![0u8; width * in_h * 3];
-        for y in 0..in_h {
-            let row = &pixels[y * in_w * 3..(y + 1) * in_w * 3];
-            for (x, (start, taps)) in coefficients.iter().enumerate() {
-                for c in 0..3 {
-                    let mut acc = half;
-                    for (k, &tap) in taps.iter().enumerate() {
-                        acc += row[(start + k) * 3 + c] as i64 * tap as i64;
-                    }
-                    out[(y * width + x) * 3 + c] = pil_clip(acc);
-                }
-            }
-        }
-        pixels = out;
-        cur_w = width;
-    }
-    if height != in_h {
-        let coefficients = pil_coefficients(in_h, height);
-        let mut out = vec![0u8; cur_w * height * 3];
-        for (y, (start, taps)) in coefficients.iter().enumerate() {
-            for x in 0..cur_w * 3 {
-                let mut acc = half;
-                for (k, &tap) in taps.iter().enumerate() {
-                    acc += pixels[(start + k) * cur_w * 3 + x] as i64 * tap as i64;
-                }
-                out[y * cur_w * 3 + x] = pil_clip(acc);
-            }
-        }
-        pixels = out;
-    }
-    RgbImage::from_raw(cur_w as u32, height as u32, pixels).expect("sizes match the buffer")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,14 +213,5 @@ mod tests {
         assert!((r[0] - (expected[0] + expected[1])).abs() < 1e-7);
         assert!((r[1] - expected[2]).abs() < 1e-7);
         assert!((r[2] - expected[3]).abs() < 1e-7);
-    }
-
-    #[test]
-    fn pil_resize_keeps_flat_images_flat_and_same_size_untouched() {
-        let flat = RgbImage::from_pixel(37, 23, image::Rgb([200, 10, 99]));
-        let resized = pil_bicubic_rgb(&flat, 32, 16);
-        assert!(resized.pixels().all(|p| p.0 == [200, 10, 99]));
-        let noisy = RgbImage::from_fn(5, 4, |x, y| image::Rgb([(x * 50) as u8, (y * 60) as u8, 7]));
-        assert_eq!(pil_bicubic_rgb(&noisy, 5, 4), noisy);
     }
 }

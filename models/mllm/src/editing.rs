@@ -2,12 +2,11 @@
 //! letterboxed to the generation anchor closest in aspect ratio, the edited image is
 //! generated at that anchor, then un-padded and resized back to the input's size.
 //!
-//! Resizing uses the `image` crate's Lanczos3 (float arithmetic); the official code uses
-//! Pillow's LANCZOS with 8-bit fixed-point coefficients, so letterboxed pixels can differ by
-//! a level or two. (The understanding path's bicubic resize *is* Pillow-exact: its output
-//! feeds the parity tests.)
+//! Both resizes are Pillow's `LANCZOS`, bit-exact ([`pil_resize_rgb`]), as the official
+//! code's `img.resize(size, Image.LANCZOS)`.
 
-use image::imageops::{self, FilterType};
+use illume_dualvitok::pil_resize::{pil_resize_rgb, PilFilter};
+use image::imageops;
 use image::{Rgb, RgbImage};
 
 use crate::error::{MllmError, Result};
@@ -73,7 +72,8 @@ pub fn letterbox(image: &RgbImage, target: (usize, usize)) -> Result<RgbImage> {
         return Err(MllmError::Image(format!("the image is empty ({w}x{h})")));
     }
     let (left, top, nw, nh) = content_box(w, h, target);
-    let resized = imageops::resize(image, nw, nh, FilterType::Lanczos3);
+    let resized = pil_resize_rgb(image, nw as usize, nh as usize, PilFilter::Lanczos)
+        .map_err(|e| MllmError::Image(format!("letterbox: {e}")))?;
     let mut canvas = RgbImage::from_pixel(target.1 as u32, target.0 as u32, Rgb([255, 255, 255]));
     imageops::replace(&mut canvas, &resized, left as i64, top as i64);
     Ok(canvas)
@@ -81,11 +81,17 @@ pub fn letterbox(image: &RgbImage, target: (usize, usize)) -> Result<RgbImage> {
 
 /// `unpad_and_resize_back`: crop the content region of an image generated at the anchor
 /// and resize it to the original `width × height`.
-pub fn unpad_and_resize_back(padded: &RgbImage, width: usize, height: usize) -> RgbImage {
+pub fn unpad_and_resize_back(padded: &RgbImage, width: usize, height: usize) -> Result<RgbImage> {
+    if width == 0 || height == 0 {
+        return Err(MllmError::Image(format!(
+            "cannot restore an edit to an empty size ({width}x{height})"
+        )));
+    }
     let target = (padded.height() as usize, padded.width() as usize);
     let (left, top, nw, nh) = content_box(width, height, target);
     let cropped = imageops::crop_imm(padded, left, top, nw, nh).to_image();
-    imageops::resize(&cropped, width as u32, height as u32, FilterType::Lanczos3)
+    pil_resize_rgb(&cropped, width, height, PilFilter::Lanczos)
+        .map_err(|e| MllmError::Image(format!("restoring the edit to {width}x{height}: {e}")))
 }
 
 #[cfg(test)]
@@ -117,7 +123,7 @@ mod tests {
             "white bars above"
         );
         assert_eq!(*square.get_pixel(256, 256), Rgb([0, 0, 0]));
-        let back = unpad_and_resize_back(&square, 100, 80);
+        let back = unpad_and_resize_back(&square, 100, 80).unwrap();
         assert_eq!((back.width(), back.height()), (100, 80));
         assert!(
             back.pixels().all(|p| p.0[0] < 8),

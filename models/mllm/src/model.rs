@@ -326,7 +326,7 @@ impl<B: IllumeBackend> IllumeMllm<B> {
         decoded: &RgbImage,
         original_width: usize,
         original_height: usize,
-    ) -> RgbImage {
+    ) -> Result<RgbImage> {
         editing::unpad_and_resize_back(decoded, original_width, original_height)
     }
 

@@ -11,8 +11,9 @@ use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 use illume_backends::IllumeBackend;
 use illume_dualvitok::movq::MoVqEncoder;
+use illume_dualvitok::pil_resize::{pil_resize_rgb, PilFilter};
 use illume_dualvitok::vit::VisionTransformer;
-use illume_dualvitok::{image_io, preprocess, resize, DualViTokConfig};
+use illume_dualvitok::{image_io, preprocess, DualViTokConfig};
 use illume_weights::Checkpoint;
 use image::RgbImage;
 
@@ -105,6 +106,7 @@ pub fn preprocess_rgb<B: Backend>(
     }
     let [th, tw] =
         image_io::smart_resize_dims(h, w, PIXEL_FACTOR, settings.min_pixels, settings.max_pixels);
-    let resized = resize::pil_bicubic_rgb(image, tw, th);
+    let resized = pil_resize_rgb(image, tw, th, PilFilter::Bicubic)
+        .map_err(|e| MllmError::Image(e.to_string()))?;
     Ok(image_io::to_tensor(&resized, device))
 }
