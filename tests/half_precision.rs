@@ -1,20 +1,31 @@
-//! Half precision against the f32 CPU reference: every component — the fused kernels and
-//! the demo DualViTok, MLLM and diffusion decoder — computed in f16 on wgpu (lavapipe has
-//! `shader-f16`) and in bf16 on cuda, compared with ndarray in f32 through `illume::parity`.
-//! Floats agree within `parity::half_tolerance` of their scale, and at most one id in eight
-//! may differ (`parity::HALF_ID_FLIPS`).
+//! Half precision: the fused kernels in f16 on wgpu (lavapipe has `shader-f16`) and in bf16
+//! on cuda against ndarray in f32 through `illume::parity`, and the models in f16 on wgpu
+//! against the official f32 fixtures. Floats agree within `parity::half_tolerance` of their
+//! scale, and at most one id in eight may differ (`parity::HALF_ID_FLIPS`). The demo-model
+//! comparisons in half precision are `illume doctor --precision f16|bf16` (see
+//! tests/backend_parity.rs for why they are not run here on wgpu).
 //!
 //! This is its own test binary because Burn fixes a device's float type once per process:
-//! tests/backend_parity.rs runs the same devices in f32.
+//! the other test binaries run the same devices in f32.
 
 #![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 mod common;
 
+use illume::backends::{BackendKind, Precision};
+use illume::parity::Component;
+
 #[cfg(feature = "wgpu")]
-parity_tests!(wgpu_backend_f16, BackendKind::Wgpu, Precision::F16);
+#[test]
+fn wgpu_backend_f16_kernels() {
+    common::assert_parity(BackendKind::Wgpu, Precision::F16, Component::Kernels);
+}
+
 #[cfg(feature = "cuda")]
-parity_tests!(cuda_backend_bf16, BackendKind::Cuda, Precision::Bf16);
+#[test]
+fn cuda_backend_bf16_kernels() {
+    common::assert_parity(BackendKind::Cuda, Precision::Bf16, Component::Kernels);
+}
 
 /// The official fixtures (f32 PyTorch) against the models computing in f16 on wgpu.
 #[cfg(feature = "wgpu")]
