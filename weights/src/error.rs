@@ -42,6 +42,20 @@ impl WeightsError {
             source,
         }
     }
+
+    pub fn format(path: &Path, reason: impl Into<String>) -> Self {
+        Self::Format {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn unsafe_pickle(path: &Path, reason: impl Into<String>) -> Self {
+        Self::UnsafePickle {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// The strict-loading verdict: every missing, unexpected and mis-shaped tensor at once.

@@ -35,10 +35,7 @@ struct Extent {
 
 /// Read every tensor of a `torch.save` file, validated, as lazy snapshots keyed by name.
 pub fn read(path: &Path) -> Result<BTreeMap<String, TensorSnapshot>, WeightsError> {
-    let format = |reason: String| WeightsError::Format {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let format = |reason: String| WeightsError::format(path, reason);
     let mut file = File::open(path).map_err(|e| WeightsError::io(path, e))?;
     let file_len = file
         .metadata()
@@ -117,12 +114,11 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 fn refuse_embedded_zip(path: &Path) -> Result<(), WeightsError> {
     let file = File::open(path).map_err(|e| WeightsError::io(path, e))?;
     if zip::ZipArchive::new(BufReader::new(file)).is_ok() {
-        return Err(WeightsError::UnsafePickle {
-            path: path.to_path_buf(),
-            reason: "the file is both a legacy pickle stream and a zip archive; refusing an \
-                     ambiguous file"
-                .into(),
-        });
+        return Err(WeightsError::unsafe_pickle(
+            path,
+            "the file is both a legacy pickle stream and a zip archive; refusing an \
+             ambiguous file",
+        ));
     }
     Ok(())
 }
@@ -130,14 +126,8 @@ fn refuse_embedded_zip(path: &Path) -> Result<(), WeightsError> {
 type Contents = (Vec<(String, TensorRecord)>, BTreeMap<String, Extent>);
 
 fn read_zip(path: &Path, file_len: u64) -> Result<Contents, WeightsError> {
-    let format = |reason: String| WeightsError::Format {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let unsafe_pickle = |reason: String| WeightsError::UnsafePickle {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let format = |reason: String| WeightsError::format(path, reason);
+    let unsafe_pickle = |reason: String| WeightsError::unsafe_pickle(path, reason);
     let file = File::open(path).map_err(|e| WeightsError::io(path, e))?;
     let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| {
         format(format!(
@@ -237,13 +227,13 @@ fn storage_table<'a>(
     for s in storages {
         if let Some(prev) = table.insert(&s.key, s) {
             if prev != s {
-                return Err(WeightsError::Format {
-                    path: path.to_path_buf(),
-                    reason: format!(
+                return Err(WeightsError::format(
+                    path,
+                    format!(
                         "storage `{}` is described two ways ({} x {} and {} x {})",
                         s.key, prev.numel, prev.kind.name, s.numel, s.kind.name
                     ),
-                });
+                ));
             }
         }
     }
@@ -257,16 +247,16 @@ fn check_storage_len(path: &Path, storage: &StorageRef, len: u64) -> Result<(), 
         .numel
         .checked_mul(storage.kind.element_size() as u64);
     if declared != Some(len) {
-        return Err(WeightsError::Format {
-            path: path.to_path_buf(),
-            reason: format!(
+        return Err(WeightsError::format(
+            path,
+            format!(
                 "storage `{}` is declared as {} {} elements ({} bytes) but holds {len} bytes",
                 storage.key,
                 storage.numel,
                 storage.kind.name,
                 declared.map_or("too many".into(), |d| d.to_string())
             ),
-        });
+        ));
     }
     Ok(())
 }
@@ -274,14 +264,8 @@ fn check_storage_len(path: &Path, storage: &StorageRef, len: u64) -> Result<(), 
 /// Legacy layout: magic, protocol, sys info, the state dict, the storage keys (five pickles),
 /// then for each key in order an 8-byte element count and the raw bytes.
 fn read_legacy(path: &Path, file_len: u64) -> Result<Contents, WeightsError> {
-    let format = |reason: String| WeightsError::Format {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let unsafe_pickle = |reason: String| WeightsError::UnsafePickle {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let format = |reason: String| WeightsError::format(path, reason);
+    let unsafe_pickle = |reason: String| WeightsError::unsafe_pickle(path, reason);
     let handle = File::open(path).map_err(|e| WeightsError::io(path, e))?;
     // SAFETY: read-only map, used only while parsing the pickles; a concurrent truncation of
     // the file by another process is outside what we can defend against.
