@@ -32,7 +32,7 @@ fn cuda_backend_bf16_kernels() {
 mod wgpu_backend_f16_fixtures {
     use burn::backend::wgpu::WgpuDevice;
     use burn::tensor::Tensor;
-    use illume::backends::{check_available, BackendKind, Precision, Wgpu};
+    use illume::backends::{BackendKind, Precision, Wgpu};
     use illume::dualvitok::{image_io, DualTokens, DualViTok, TokenGrid};
     use illume::mllm::decoder::LanguageModel;
     use illume::mllm::vocab_shards::default_rows_per_shard;
@@ -40,7 +40,7 @@ mod wgpu_backend_f16_fixtures {
     use illume::parity::{half_tolerance, HALF_ID_FLIPS};
     use illume::weights::Checkpoint;
     use illume_test_harness::{
-        announce_case, assert_close_scaled, fixture_sets, report_skip, to_f32s,
+        announce_case, assert_close_scaled, available, fixture_sets, to_f32s,
     };
 
     /// Float tolerance relative to the output's scale (the parity suite's, 3e-2).
@@ -51,13 +51,7 @@ mod wgpu_backend_f16_fixtures {
     /// The default wgpu device, set to compute in f16 before its first tensor; `None`
     /// (the reason printed) where no wgpu adapter answers.
     fn device() -> Option<WgpuDevice> {
-        match check_available(BackendKind::Wgpu, Precision::F16) {
-            Ok(()) => Some(WgpuDevice::default()),
-            Err(e) => {
-                report_skip("wgpu", &e);
-                None
-            }
-        }
+        available(BackendKind::Wgpu, Precision::F16).then(WgpuDevice::default)
     }
 
     fn agreement(what: &str, actual: &TokenGrid, expected: &TokenGrid) {

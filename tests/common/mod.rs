@@ -21,11 +21,8 @@ fn demos() {
 /// Run `component` on `kind` at `precision` (skipped, with the reason printed, where a
 /// GPU device does not answer) and assert every check passes.
 pub fn assert_parity(kind: BackendKind, precision: Precision, component: Component) {
-    if !kind.is_cpu() {
-        if let Err(e) = illume::backends::check_available(kind, precision) {
-            illume_test_harness::report_skip(kind.name(), &e);
-            return;
-        }
+    if !kind.is_cpu() && !illume_test_harness::available(kind, precision) {
+        return;
     }
     demos();
     let (dtype, checks) = check(kind, precision, component)

@@ -230,6 +230,18 @@ pub fn report_skip(backend: &str, reason: &dyn std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test} on {backend}: {reason}");
 }
 
+/// Whether `kind` starts at `precision`; where it does not, say why the test is skipped
+/// (see [`report_skip`]: a backend that CI requires fails instead).
+pub fn available(kind: backends::BackendKind, precision: backends::Precision) -> bool {
+    match backends::check_available(kind, precision) {
+        Ok(()) => true,
+        Err(e) => {
+            report_skip(kind.name(), &e);
+            false
+        }
+    }
+}
+
 /// Generate one `#[test]` per compiled backend for each listed generic test body
 /// `fn body<B: IllumeBackend>(device: &B::Device)`.
 ///
@@ -269,12 +281,11 @@ macro_rules! __wgpu_tests {
             $(
                 #[test]
                 fn $body() {
-                    match $crate::backends::check_available(
+                    if $crate::available(
                         $crate::backends::BackendKind::Wgpu,
                         $crate::backends::Precision::F32,
                     ) {
-                        Ok(()) => super::$body::<$crate::backends::Wgpu>(&Default::default()),
-                        Err(e) => $crate::report_skip("wgpu", &e),
+                        super::$body::<$crate::backends::Wgpu>(&Default::default());
                     }
                 }
             )*
@@ -298,12 +309,11 @@ macro_rules! __cuda_tests {
             $(
                 #[test]
                 fn $body() {
-                    match $crate::backends::check_available(
+                    if $crate::available(
                         $crate::backends::BackendKind::Cuda,
                         $crate::backends::Precision::F32,
                     ) {
-                        Ok(()) => super::$body::<$crate::backends::Cuda>(&Default::default()),
-                        Err(e) => $crate::report_skip("cuda", &e),
+                        super::$body::<$crate::backends::Cuda>(&Default::default());
                     }
                 }
             )*
