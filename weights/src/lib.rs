@@ -6,6 +6,7 @@
 //! that rejects any callable outside the tensor-rebuilding allowlist). Loading into a Burn
 //! module is strict: every missing, unexpected and mis-shaped tensor is reported in one error.
 
+mod budget;
 mod checkpoint;
 pub mod demo;
 mod error;
@@ -16,6 +17,7 @@ pub mod pickle_guard;
 mod torch_file;
 mod torch_pickle;
 
+pub use budget::DeclaredSize;
 pub use checkpoint::{Checkpoint, Format, STATE_DICT_WRAPPERS};
 pub use error::{MismatchReport, WeightsError};
 pub use hub::resolve_path;

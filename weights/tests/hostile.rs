@@ -586,3 +586,26 @@ fn write_zip(path: &Path, entries: &[(&str, Vec<u8>)]) {
     }
     zip.finish().unwrap();
 }
+
+// ---- item 4: a config declaring more than the checkpoint holds ----
+
+#[test]
+fn a_config_declaring_more_parameters_than_the_checkpoint_holds_is_refused() {
+    let path = scratch("declared.safetensors");
+    tiny_safetensors(&path, safetensors::Dtype::F32, &f32_bytes(&[0.0; 6]));
+    let checkpoint = Checkpoint::open(&path).unwrap();
+    assert_eq!(checkpoint.value_count(), 8, "6 weights + 2 biases");
+    let size = |parameters| illume_weights::DeclaredSize {
+        model: "Tiny".into(),
+        config: "tiny/config.json".into(),
+        parameters,
+        fields: "layers=100000".into(),
+    };
+    size(8).check(&checkpoint, 4).unwrap();
+    let err = size(9).check(&checkpoint, 4).unwrap_err().to_string();
+    assert_names(
+        &err,
+        &["tiny/config.json", "layers=100000", "declared.safetensors"],
+    );
+    assert!(err.contains("does not describe this checkpoint"), "{err}");
+}
