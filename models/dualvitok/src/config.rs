@@ -61,6 +61,23 @@ impl VisionTransformerConfig {
         self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
     }
 
+    /// A lower bound of the ViT's parameters: per block qkv + proj (4d²) and fc1 + fc2
+    /// (2·d·mlp); the merger 4d→4d→hidden.
+    pub fn min_parameter_count(&self) -> u64 {
+        let d = self.embed_dim as u64;
+        let block = d
+            .saturating_mul(d)
+            .saturating_mul(4)
+            .saturating_add(d.saturating_mul(self.mlp_dim() as u64).saturating_mul(2));
+        let wide = d.saturating_mul(4);
+        let merger = wide
+            .saturating_mul(wide)
+            .saturating_add(wide.saturating_mul(self.hidden_size as u64));
+        block
+            .saturating_mul(self.depth as u64)
+            .saturating_add(merger)
+    }
+
     pub fn validate(&self) -> std::result::Result<(), String> {
         // The scaling layer that feeds the ViT is constructed with these constants in the
         // official code, whatever the ViT config says.
@@ -89,6 +106,13 @@ impl VisionTransformerConfig {
             self.embed_dim,
             self.num_heads,
         )?;
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0 && self.mlp_dim() > 0) {
+            return Err(format!(
+                "semantic_encoder_vit_config.mlp_ratio {} must be a positive number giving a \
+                 positive MLP width",
+                self.mlp_ratio
+            ));
+        }
         positive("semantic_encoder_vit_config.depth", self.depth)?;
         positive("semantic_encoder_vit_config.hidden_size", self.hidden_size)
     }
@@ -446,6 +470,64 @@ impl DualViTokConfig {
             }
         }
         Ok(())
+    }
+
+    /// A lower bound of the model's parameter count, from the config alone: the linear
+    /// layers of every transformer block, the 3×3 convolutions of every residual block and
+    /// the codebooks. Checked against the checkpoint before the model is built.
+    pub fn min_parameter_count(&self) -> u64 {
+        let square = |n: usize| (n as u64).saturating_mul(n as u64);
+        let times = |a: usize, b: usize| (a as u64).saturating_mul(b as u64);
+        let semantic_block = |width: usize| square(width).saturating_mul(12);
+        // Per level, every residual block's second 3×3 convolution and all but the first
+        // one's first (that one may change the width): (2·blocks − 1)·9c²; the decoder has
+        // one block more per level. The middle: two residual blocks at the bottom width.
+        let movq = |c: &MoVqConfig, blocks: usize| {
+            let convs = (2 * blocks as u64).saturating_sub(1);
+            (0..c.ch_mult.len())
+                .map(|level| square(c.level_channels(level)).saturating_mul(9))
+                .fold(0u64, u64::saturating_add)
+                .saturating_mul(convs)
+                .saturating_add(square(c.bottom_channels()).saturating_mul(36))
+        };
+        let codebook = |q: &SimVqConfig| times(q.codebook_size, q.dim);
+        [
+            self.vit.min_parameter_count(),
+            semantic_block(self.semantic_encoder.embed_dim)
+                .saturating_mul(self.semantic_encoder.num_blocks as u64),
+            semantic_block(self.semantic_decoder.embed_dim)
+                .saturating_mul(self.semantic_decoder.num_blocks as u64),
+            times(
+                self.semantic_decoder.embed_dim,
+                self.semantic_decoder.output_channels,
+            ),
+            movq(&self.pixel_encoder, self.pixel_encoder.num_res_blocks),
+            movq(&self.pixel_decoder, self.pixel_decoder.num_res_blocks + 1),
+            codebook(&self.semantic_quantizer),
+            codebook(&self.pixel_quantizer),
+        ]
+        .into_iter()
+        .fold(0u64, u64::saturating_add)
+    }
+
+    /// [`Self::min_parameter_count`] with the fields behind it, for a refusal message.
+    pub fn declared_size(&self, config: &Path) -> illume_weights::DeclaredSize {
+        illume_weights::DeclaredSize {
+            model: "DualViTok".into(),
+            config: config.to_path_buf(),
+            parameters: self.min_parameter_count(),
+            fields: format!(
+                "semantic_encoder_vit_config.depth={} embed_dim={} hidden_size={}, \
+                 pixel_encoder.ch={} pixel_decoder.ch={}, codebook_size={}/{}",
+                self.vit.depth,
+                self.vit.embed_dim,
+                self.vit.hidden_size,
+                self.pixel_encoder.ch,
+                self.pixel_decoder.ch,
+                self.semantic_quantizer.codebook_size,
+                self.pixel_quantizer.codebook_size
+            ),
+        }
     }
 
     /// Pixel grid edge: image pixels per pixel token along each axis (16 for the release).

@@ -132,7 +132,18 @@ impl<B: IllumeBackend> DualViTok<B> {
             );
         }
         let checkpoint = Checkpoint::open(path)?;
-        Self::from_checkpoint(&checkpoint, config, device)
+        let config_file = match &source {
+            ConfigSource::File(file) => file.clone(),
+            ConfigSource::BuiltIn { .. } => path.join("config.json"),
+        };
+        let mut size = config.declared_size(&config_file);
+        if let ConfigSource::BuiltIn { reason } = &source {
+            size.model = format!("built-in release DualViTok ({reason})");
+        }
+        // After the check that this is a DualViTok at all, before anything is built.
+        let state = Self::state_dict(&checkpoint)?;
+        size.check(&state, std::mem::size_of::<B::FloatElem>() as u64)?;
+        Self::from_state_dict(&state, config, device)
     }
 
     /// Load from an opened checkpoint with an explicit configuration.
@@ -141,9 +152,21 @@ impl<B: IllumeBackend> DualViTok<B> {
         config: DualViTokConfig,
         device: &B::Device,
     ) -> Result<Self> {
-        let state = checkpoint
+        Self::from_state_dict(&Self::state_dict(checkpoint)?, config, device)
+    }
+
+    /// The DualViTok state dict of a checkpoint, flat or nested under a wrapper key.
+    fn state_dict(checkpoint: &Checkpoint) -> Result<Checkpoint> {
+        Ok(checkpoint
             .renamed(|name| Some(name.to_string()))
-            .unwrap_state_dict("semantic_encoder", "DualViTok")?;
+            .unwrap_state_dict("semantic_encoder", "DualViTok")?)
+    }
+
+    fn from_state_dict(
+        state: &Checkpoint,
+        config: DualViTokConfig,
+        device: &B::Device,
+    ) -> Result<Self> {
         let renamed = state.renamed(|name| Some(names::to_module_path(name)));
         let model = renamed.load_into(
             DualViTokModel::new(&config, device),

@@ -187,10 +187,48 @@ fn a_corrupt_config_is_an_error_and_a_foreign_one_falls_back() {
     );
 
     // A config in another schema: the built-in release configuration is used, and the tiny
-    // demo weights then do not fit it (a mismatch report, not a panic).
+    // demo weights cannot hold its 1.35 G parameters: refused before the release model is
+    // built (which took 20 s and 5 GB just to report the mismatch).
     std::fs::write(dir.join("config.json"), r#"{"model_type": "something"}"#).unwrap();
+    let started = std::time::Instant::now();
     let err = DualViTok::<B>::load(&dir, &Default::default())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("shape mismatches"), "{err}");
+    assert!(
+        err.contains("built-in release DualViTok") && err.contains("does not describe"),
+        "{err}"
+    );
+    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+}
+
+/// The demo checkpoint with one field of its ViT config replaced.
+fn demo_with_vit_field(name: &str, field: &str, value: serde_json::Value) -> PathBuf {
+    let dir = scratch(name);
+    demo::write(&dir).unwrap();
+    let path = dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json["semantic_encoder_vit_config"][field] = value;
+    std::fs::write(&path, json.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn configs_out_of_range_or_larger_than_the_checkpoint_are_refused_by_field() {
+    let cases = [
+        ("depth", serde_json::json!(100_000), "depth=100000"),
+        ("embed_dim", serde_json::json!(1u64 << 30), "embed_dim"),
+        ("mlp_ratio", serde_json::json!(-4.0), "mlp_ratio"),
+        ("mlp_ratio", serde_json::json!(0.0), "mlp_ratio"),
+    ];
+    for (i, (field, value, needle)) in cases.into_iter().enumerate() {
+        let dir = demo_with_vit_field(&format!("vit-{i}"), field, value);
+        let err = DualViTok::<B>::load(&dir, &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("config.json") && err.contains(needle),
+            "{field}: {err}"
+        );
+    }
 }

@@ -47,4 +47,12 @@ fn built_in_configuration_has_the_official_tensors() {
     }
     let values: usize = actual.values().map(|s| s.iter().product::<usize>()).sum();
     println!("{} tensors, {values} values", actual.len());
+    // The size check run before building must never refuse the release: a true lower
+    // bound, and a tight one (within 20%) so a config inflated by an attacker is caught.
+    let bound = DualViTokConfig::official().min_parameter_count();
+    assert!(bound <= values as u64, "{bound} > {values}");
+    assert!(
+        bound * 10 >= values as u64 * 8,
+        "{bound} is loose against {values}"
+    );
 }

@@ -65,21 +65,49 @@ impl DecoderConfig {
         }
     }
 
-    /// Parameters of the decoder (embedding counted once when tied).
-    pub fn parameter_count(&self) -> usize {
-        let (h, i, kv) = (
+    /// Parameters of the decoder (embedding counted once when tied); saturates instead of
+    /// overflowing, since it is computed from an unchecked config before anything is built.
+    pub fn parameter_count(&self) -> u64 {
+        let [h, i, kv, vocab, layers] = [
             self.hidden_size,
             self.intermediate_size,
-            self.num_key_value_heads * self.head_dim(),
-        );
-        let attention = h * h + h + 2 * (h * kv + kv) + h * h;
-        let layer = attention + 3 * h * i + 2 * h;
+            self.num_key_value_heads.saturating_mul(self.head_dim()),
+            self.vocab_size,
+            self.num_hidden_layers,
+        ]
+        .map(|n| n as u64);
+        let attention = [h.saturating_mul(h), h, 2 * kv, h.saturating_mul(h)]
+            .into_iter()
+            .chain([h.saturating_mul(kv).saturating_mul(2)])
+            .fold(0u64, u64::saturating_add);
+        let layer = attention
+            .saturating_add(h.saturating_mul(i).saturating_mul(3))
+            .saturating_add(2 * h);
+        let embedding = vocab.saturating_mul(h);
         let head = if self.tie_word_embeddings {
             0
         } else {
-            self.vocab_size * h
+            embedding
         };
-        self.num_hidden_layers * layer + self.vocab_size * h + h + head
+        layers
+            .saturating_mul(layer)
+            .saturating_add(embedding)
+            .saturating_add(h)
+            .saturating_add(head)
+    }
+
+    /// [`Self::parameter_count`] with the fields behind it, checked against the checkpoint
+    /// before the decoder is built.
+    pub fn declared_size(&self, config: &Path) -> illume_weights::DeclaredSize {
+        illume_weights::DeclaredSize {
+            model: "Qwen2 decoder".into(),
+            config: config.to_path_buf(),
+            parameters: self.parameter_count(),
+            fields: format!(
+                "num_hidden_layers={} hidden_size={} intermediate_size={} vocab_size={}",
+                self.num_hidden_layers, self.hidden_size, self.intermediate_size, self.vocab_size
+            ),
+        }
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
@@ -106,6 +134,18 @@ impl DecoderConfig {
             return fail(format!(
                 "head dimension {} must be even for rotary embeddings",
                 self.head_dim()
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return fail(format!(
+                "rope_theta {} must be a positive number",
+                self.rope_theta
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return fail(format!(
+                "rms_norm_eps {} must be a positive number",
+                self.rms_norm_eps
             ));
         }
         if self.num_hidden_layers == 0 || self.intermediate_size == 0 || self.vocab_size == 0 {
@@ -206,9 +246,9 @@ impl MllmConfig {
             Some("illume_qwen2") => {}
             other => {
                 return fail(format!(
-                "model_type is {other:?}, expected \"illume_qwen2\" (an ILLUME+ MLLM checkpoint \
+                    "model_type is {other:?}, expected \"illume_qwen2\" (an ILLUME+ MLLM checkpoint \
                      such as ILLUME-MLLM/illume_plus-qwen2_5-3b)"
-            ))
+                ));
             }
         }
         if raw.hidden_act != "silu" {
@@ -246,7 +286,7 @@ impl MllmConfig {
             other => {
                 return fail(format!(
                     "mm_hidden_size must be [semantic, pixel], found {other:?}"
-                ))
+                ));
             }
         };
         let special_tokens_ids: [u32; 7] = match raw.special_tokens_ids {
@@ -257,7 +297,7 @@ impl MllmConfig {
                 )
             })?,
             None => {
-                return fail("special_tokens_ids is missing (the 7 image structure tokens)".into())
+                return fail("special_tokens_ids is missing (the 7 image structure tokens)".into());
             }
         };
         if let Some(id) = special_tokens_ids
@@ -398,7 +438,9 @@ impl GenerationConfig {
                 if !same {
                     return Err(MllmError::config(
                         path,
-                        format!("{field}={v} changes the logits in transformers' generate and is not supported here"),
+                        format!(
+                            "{field}={v} changes the logits in transformers' generate and is not supported here"
+                        ),
                     ));
                 }
             }

@@ -78,7 +78,7 @@ impl ImageRequest {
             self.sampling.level1,
         ];
         let invalid = |p: &SamplingParams| {
-            p.temperature.is_nan()
+            !p.temperature.is_finite()
                 || p.temperature <= 0.0
                 || p.top_p.is_nan()
                 || p.top_p <= 0.0
@@ -181,6 +181,14 @@ impl<B: IllumeBackend> IllumeMllm<B> {
             ));
         }
         let checkpoint = Checkpoint::open(dir)?;
+        // Refuse a config that cannot describe this checkpoint before building anything:
+        // the decoder and the vision tower's ViT are both stored here.
+        let mut size = config.decoder.declared_size(&dir.join("config.json"));
+        size.parameters = size
+            .parameters
+            .saturating_add(vision.vit.min_parameter_count());
+        size.model = "Qwen2 decoder with its vision tower".into();
+        size.check(&checkpoint, std::mem::size_of::<B::FloatElem>() as u64)?;
         let lm = LanguageModel::load(
             &checkpoint,
             &config.decoder,

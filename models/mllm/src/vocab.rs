@@ -140,16 +140,26 @@ impl VocabLayout {
                 [l0, l1]
             }
         };
+        // Where the codes come from the DualViTok codebooks, a mismatch almost always means
+        // the wrong (or the default release) DualViTok architecture was paired with this MLLM.
+        let which_dualvitok = match codebook_sizes {
+            Some([k0, k1]) => format!(
+                " (the image codes were placed with a DualViTok of {k0} + {k1} codes: give the \
+                 DualViTok checkpoint this MLLM was trained with, e.g. `--tokenizer PATH`)"
+            ),
+            None => String::new(),
+        };
         if levels[1].end as usize > vocab_size {
             return fail(format!(
-                "image codes reach id {} but the vocabulary has {vocab_size} rows",
+                "image codes reach id {} but the vocabulary has {vocab_size} rows{which_dualvitok}",
                 levels[1].end
             ));
         }
         if let Some([k0, k1]) = codebook_sizes {
             if levels[0].len() != k0 || levels[1].len() != k1 {
                 return fail(format!(
-                    "the tokenizer has {} level-0 and {} level-1 codes, the DualViTok codebooks {k0} and {k1}",
+                    "the tokenizer has {} level-0 and {} level-1 codes, the DualViTok codebooks \
+                     {k0} and {k1}{which_dualvitok}",
                     levels[0].len(),
                     levels[1].len()
                 ));
@@ -208,8 +218,8 @@ impl VocabLayout {
         match (index(height), index(width)) {
             (Some(h), Some(w)) => Ok([self.height_tags[h], self.width_tags[w]]),
             _ => Err(MllmError::Prompt(format!(
-                "no resolution tag for {height}x{width}: sizes must be multiples of \
-                 {RESOLUTION_STEP} from {RESOLUTION_STEP} to {MAX_RESOLUTION}"
+                "no resolution tag for width {width} and height {height}: sizes must be \
+                 multiples of {RESOLUTION_STEP} from {RESOLUTION_STEP} to {MAX_RESOLUTION}"
             ))),
         }
     }

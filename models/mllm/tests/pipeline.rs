@@ -238,6 +238,51 @@ fn bad_inputs_are_clear_errors() {
             .to_string();
         assert!(err.contains("empty"), "{err}");
     }
+    // Configs edited by an attacker: refused before any model is built, naming the field.
+    for set in fixture_sets("mllm") {
+        let vision = dualvitok_config(&set);
+        let cases = [
+            (
+                "num_hidden_layers",
+                serde_json::json!(100_000),
+                "num_hidden_layers=100000",
+            ),
+            ("hidden_size", serde_json::json!(1u64 << 40), "hidden_size"),
+            (
+                "intermediate_size",
+                serde_json::json!(1u64 << 40),
+                "intermediate_size",
+            ),
+            ("rope_theta", serde_json::json!(0.0), "rope_theta"),
+            ("rms_norm_eps", serde_json::json!(-1e-6), "rms_norm_eps"),
+        ];
+        for (field, value, needle) in cases {
+            let dir = edited_copy(&set.dir, field, value);
+            let started = std::time::Instant::now();
+            let err = IllumeMllm::<NdArray>::load(&dir, &vision, &device)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("config.json") && err.contains(needle),
+                "{field}: {err}"
+            );
+            // Refused from the config alone: well under the seconds building would take.
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "{field}: {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    // The fixture MLLM paired with the release DualViTok (what `--model` without
+    // `--tokenizer` does): the message says which DualViTok to give.
+    for set in fixture_sets("mllm") {
+        let release = illume_dualvitok::DualViTokConfig::official();
+        let err = IllumeMllm::<NdArray>::load(&set.dir, &release, &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--tokenizer"), "{err}");
+    }
     // A vision architecture that does not fit the checkpoint.
     for set in fixture_sets("mllm") {
         let mut vision = dualvitok_config(&set);
@@ -247,4 +292,23 @@ fn bad_inputs_are_clear_errors() {
             .to_string();
         assert!(err.contains("mm_hidden_size"), "{err}");
     }
+}
+
+/// A copy of the checkpoint folder `dir` with one `config.json` field replaced.
+fn edited_copy(dir: &std::path::Path, field: &str, value: serde_json::Value) -> std::path::PathBuf {
+    let copy =
+        std::env::temp_dir().join(format!("illume-mllm-edited-{}-{field}", std::process::id()));
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let config = copy.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json[field] = value;
+    std::fs::write(&config, json.to_string()).unwrap();
+    copy
 }
