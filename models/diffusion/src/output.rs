@@ -1,7 +1,6 @@
 //! Decoded tensors to 8-bit RGB as diffusers' `VaeImageProcessor.postprocess` computes
 //! them, and PNG files that carry the generation parameters as text chunks.
 
-use std::io::BufWriter;
 use std::path::Path;
 
 use burn::tensor::{backend::Backend, DType, Tensor};
@@ -41,27 +40,28 @@ pub fn write_png(
     image: &RgbImage,
     text: &[(String, String)],
 ) -> Result<(), DiffusionError> {
-    let failed = |reason: String| DiffusionError::Output {
+    illume_dualvitok::image_io::write_atomically(path, |file| {
+        let mut encoder = png::Encoder::new(file, image.width(), image.height());
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        for (keyword, value) in text {
+            let added = if value.chars().all(|c| (c as u32) < 0x100) {
+                encoder.add_text_chunk(keyword.clone(), value.clone())
+            } else {
+                encoder.add_itxt_chunk(keyword.clone(), value.clone())
+            };
+            added.map_err(|e| e.to_string())?;
+        }
+        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+        writer
+            .write_image_data(image.as_raw())
+            .map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())
+    })
+    .map_err(|reason| DiffusionError::Output {
         path: path.to_path_buf(),
         reason,
-    };
-    let file = std::fs::File::create(path).map_err(|e| failed(e.to_string()))?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), image.width(), image.height());
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    for (keyword, value) in text {
-        let added = if value.chars().all(|c| (c as u32) < 0x100) {
-            encoder.add_text_chunk(keyword.clone(), value.clone())
-        } else {
-            encoder.add_itxt_chunk(keyword.clone(), value.clone())
-        };
-        added.map_err(|e| failed(e.to_string()))?;
-    }
-    let mut writer = encoder.write_header().map_err(|e| failed(e.to_string()))?;
-    writer
-        .write_image_data(image.as_raw())
-        .map_err(|e| failed(e.to_string()))?;
-    writer.finish().map_err(|e| failed(e.to_string()))
+    })
 }
 
 #[cfg(test)]

@@ -1,30 +1,46 @@
 //! Images in and out: decoding any common format, the official preprocessing resizes, and the
 //! `[-1, 1]` ↔ 8-bit conversions of `vision_tokenizer/app.py`.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
-use image::RgbImage;
+use image::{ImageEncoder, RgbImage};
 
 use crate::error::{Error, Result};
 use crate::pil_resize::{pil_resize_rgb, PilFilter};
 
+/// Largest image file read (the decoders' own limits bound the decoded pixels).
+const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+
 /// Decode an image file (PNG, JPEG, WebP, BMP, GIF, TIFF) to 8-bit RGB.
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| Error::ImageRead {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?
-        .with_guessed_format()
-        .map_err(|e| Error::ImageRead {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    let image = reader.decode().map_err(|e| Error::ImageRead {
+    let failed = |reason: String| Error::ImageRead {
         path: path.to_path_buf(),
-        reason: format!("not a readable image ({e})"),
-    })?;
+        reason,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| failed(e.to_string()))?
+        .len();
+    if size > MAX_IMAGE_FILE_BYTES {
+        return Err(failed(format!(
+            "{size} bytes is larger than the {MAX_IMAGE_FILE_BYTES} an image file may have"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| failed(e.to_string()))?;
+    // The JPEG decoder fills a truncated scan with grey instead of failing.
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_has_end_marker(&bytes) {
+        return Err(failed(
+            "the JPEG is truncated (no end-of-image marker after its scan)".into(),
+        ));
+    }
+    let image = reader
+        .decode()
+        .map_err(|e| failed(format!("not a readable image ({e})")))?;
     let rgb = image.to_rgb8();
     if rgb.width() == 0 || rgb.height() == 0 {
         return Err(Error::EmptyImage {
@@ -35,14 +51,94 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage> {
     Ok(rgb)
 }
 
-/// Encode `image` as PNG at `path`.
+/// Whether an end-of-image marker (FF D9) follows the first start-of-scan (FF DA). Inside
+/// entropy-coded data a 0xFF byte is always followed by 0x00 or a restart marker, so the
+/// pair cannot occur there by accident.
+fn jpeg_has_end_marker(bytes: &[u8]) -> bool {
+    let Some(scan) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// Encode `image` as PNG at `path`, atomically ([`write_atomically`]).
 pub fn write_png(image: &RgbImage, path: &Path) -> Result<()> {
-    image
-        .save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| Error::ImageWrite {
+    write_atomically(path, |file| {
+        image::codecs::png::PngEncoder::new(file)
+            .write_image(
+                image.as_raw(),
+                image.width(),
+                image.height(),
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| e.to_string())
+    })
+    .map_err(|reason| Error::ImageWrite {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Write a file whole or not at all: into a temporary file beside `path`, flushed to disk,
+/// then renamed over `path`. A failed or interrupted write (a full disk, SIGINT) leaves any
+/// previous file at `path` intact.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    let temporary = temporary_beside(path);
+    let written = (|| {
+        let file = File::create(&temporary)
+            .map_err(|e| format!("cannot create {}: {e}", temporary.display()))?;
+        let mut out = BufWriter::new(file);
+        write(&mut out)?;
+        let file = out.into_inner().map_err(|e| e.error().to_string())?;
+        file.sync_all().map_err(|e| e.to_string())?;
+        std::fs::rename(&temporary, path).map_err(|e| e.to_string())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// `.NAME.partial-PID` in the directory of `path`: the rename stays on one file system.
+fn temporary_beside(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Check, before any computation, that a PNG can be written at `path`: the name ends in
+/// `.png`, it is not a directory, and its directory exists and accepts a new file (probed
+/// with the temporary file the write will use).
+pub fn check_png_output(path: &Path) -> Result<()> {
+    let refuse = |reason: String| {
+        Err(Error::ImageWrite {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason,
         })
+    };
+    let is_png = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !is_png {
+        return refuse(
+            "only PNG is written (the generation parameters go into its text chunks): give \
+             a name ending in .png"
+                .into(),
+        );
+    }
+    if path.is_dir() {
+        return refuse("is a directory".into());
+    }
+    let temporary = temporary_beside(path);
+    match File::create(&temporary) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&temporary);
+            Ok(())
+        }
+        Err(e) => refuse(format!("its directory does not accept a new file ({e})")),
+    }
 }
 
 /// The tokenizer app's preprocessing (`vision_tokenizer/app.py`): resize to
@@ -137,6 +233,70 @@ pub fn to_rgb<B: Backend>(image: Tensor<B, 4>) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("illume-image-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_previous_file_and_leaves_no_partial_file() {
+        let path = scratch("kept.png");
+        std::fs::write(&path, b"previous").unwrap();
+        let err = write_atomically(&path, |out| {
+            use std::io::Write;
+            out.write_all(b"half an ima").unwrap();
+            Err("disk full".into())
+        })
+        .unwrap_err();
+        assert_eq!(err, "disk full");
+        assert_eq!(std::fs::read(&path).unwrap(), b"previous");
+        assert!(!temporary_beside(&path).exists());
+        let image = RgbImage::from_pixel(2, 2, image::Rgb([1, 2, 3]));
+        write_png(&image, &path).unwrap();
+        assert_eq!(read_rgb(&path).unwrap(), image);
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_refused() {
+        let image = RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 4, y as u8 * 5, 9]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode_image(&image)
+            .unwrap();
+        let whole = scratch("whole.jpg");
+        std::fs::write(&whole, &jpeg).unwrap();
+        assert_eq!(read_rgb(&whole).unwrap().dimensions(), (64, 48));
+        let cut = scratch("cut.jpg");
+        std::fs::write(&cut, &jpeg[..jpeg.len() * 2 / 3]).unwrap();
+        let err = read_rgb(&cut).unwrap_err().to_string();
+        assert!(
+            err.contains("cut.jpg") && err.contains("truncated"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn png_outputs_are_checked_before_any_work() {
+        let ok = scratch("out.PNG");
+        check_png_output(&ok).unwrap();
+        assert!(!ok.exists() && !temporary_beside(&ok).exists());
+        let jpg = check_png_output(&scratch("out.jpg"))
+            .unwrap_err()
+            .to_string();
+        assert!(jpg.contains("out.jpg") && jpg.contains(".png"), "{jpg}");
+        let missing = scratch("no-such-dir").join("out.png");
+        let err = check_png_output(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("no-such-dir") && err.contains("directory"),
+            "{err}"
+        );
+        let dir = scratch("a-dir.png");
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = check_png_output(&dir).unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
+    }
 
     #[test]
     fn smart_resize_rounds_half_to_even_and_respects_limits() {
