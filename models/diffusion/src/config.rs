@@ -57,6 +57,66 @@ pub struct ModelIndex {
     pub scheduler: Option<(String, String)>,
 }
 
+/// The error for values that contradict each other or the network they build.
+pub(crate) fn inconsistent(path: &Path, reason: String) -> DiffusionError {
+    DiffusionError::Config {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// Refuse a float field that is NaN, infinite or not above zero (`field` names it).
+pub(crate) fn positive_finite(path: &Path, field: &str, value: f64) -> Result<(), DiffusionError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(unsupported(path, field, value, "a finite number > 0"))
+    }
+}
+
+/// Refuse a channel, width or layer count of zero.
+pub(crate) fn positive(path: &Path, field: &str, value: usize) -> Result<(), DiffusionError> {
+    if value > 0 {
+        Ok(())
+    } else {
+        Err(unsupported(path, field, value, "a positive count"))
+    }
+}
+
+/// `norm_num_groups` must split every channel count a GroupNorm normalises (`nn.GroupNorm`
+/// requires `channels % groups == 0`; Burn panics otherwise).
+pub(crate) fn check_groups(
+    path: &Path,
+    groups: usize,
+    block_out_channels: &[usize],
+) -> Result<(), DiffusionError> {
+    positive(path, "norm_num_groups", groups)?;
+    match block_out_channels
+        .iter()
+        .find(|c| !c.is_multiple_of(groups))
+    {
+        Some(c) => Err(inconsistent(
+            path,
+            format!(
+                "norm_num_groups {groups} does not divide block_out_channels entry {c} \
+                 ({block_out_channels:?}): GroupNorm needs channels divisible by groups"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Parameters of a weight of the given dimensions, saturating: parameter counts are
+/// computed from configs before anything bounds their values.
+pub(crate) fn weight(dims: &[usize]) -> u64 {
+    dims.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64))
+}
+
+/// Saturating sum of parameter counts.
+pub(crate) fn total(counts: impl IntoIterator<Item = u64>) -> u64 {
+    counts.into_iter().fold(0, u64::saturating_add)
+}
+
 /// The error for a config value outside what this implementation supports.
 pub(crate) fn unsupported(
     path: &Path,
@@ -70,4 +130,19 @@ pub(crate) fn unsupported(
         value: format!("{value:?}"),
         supported: supported.to_string(),
     }
+}
+
+/// A component folder for load tests: `config` as `config.json` beside a checkpoint of a
+/// single value, which no real network fits in.
+#[cfg(test)]
+pub(crate) fn one_value_folder(name: &str, config: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("illume-diffusion-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    let header = br#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header);
+    file.extend_from_slice(&1f32.to_le_bytes());
+    std::fs::write(dir.join("diffusion_pytorch_model.safetensors"), file).unwrap();
+    dir
 }

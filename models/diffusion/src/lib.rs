@@ -50,8 +50,8 @@ pub use layers::CrossAttentionContext;
 pub use noise::NoiseSource;
 pub use output::{to_rgb, write_png};
 pub use pipeline::{
-    DecodeOptions, DenoiseOptions, DiffusionDecoder, StepProgress, POOLED_TEXT_WIDTH, TEXT_TOKENS,
-    TEXT_WIDTH, TIME_IDS,
+    check_decoder_folder, DecodeOptions, DenoiseOptions, DiffusionDecoder, StepProgress,
+    POOLED_TEXT_WIDTH, TEXT_TOKENS, TEXT_WIDTH, TIME_IDS,
 };
 pub use resolution::{ImageSize, RESOLUTIONS};
 pub use unet::UNetConditioning;

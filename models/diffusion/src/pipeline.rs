@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{DType, Tensor};
 use illume_backends::{compute_dtype, IllumeBackend};
 use illume_dualvitok::DualTokens;
+use illume_weights::Checkpoint;
 use image::RgbImage;
 
 use crate::conditioning::CodeEmbedder;
@@ -16,7 +17,7 @@ use crate::error::DiffusionError;
 use crate::layers::{nearest_resize, CrossAttentionContext};
 use crate::noise::NoiseSource;
 use crate::output::to_rgb;
-use crate::resolution::{output_size_for_grid, resolution_index, ImageSize};
+use crate::resolution::{output_size_for_grid, resolution_index, ImageSize, RESOLUTIONS};
 use crate::scheduler::{self, InferenceSchedule, Scheduler};
 use crate::unet::{UNet2DConditionModel, UNetConditioning};
 use crate::vae::{AutoencoderKL, VaeTiling};
@@ -89,32 +90,43 @@ pub struct DiffusionDecoder<B: IllumeBackend> {
     dir: PathBuf,
 }
 
+/// Check a diffusion decoder folder without building anything (`model_index.json`, the
+/// scheduler config, and that `unet/` and `vae/` hold readable checkpoints), so a wrong
+/// path fails before the tokens it would render are generated. Returns the scheduler.
+pub fn check_decoder_folder(dir: &Path) -> Result<Scheduler, DiffusionError> {
+    let index_path = dir.join("model_index.json");
+    let index: crate::config::ModelIndex = crate::config::read(&index_path)?;
+    for (component, entry, class) in [
+        ("unet", &index.unet, "UNet2DConditionModel"),
+        ("vae", &index.vae, "AutoencoderKL"),
+    ] {
+        match entry {
+            Some((_, c)) if c == class => {}
+            other => {
+                return Err(DiffusionError::Config {
+                    path: index_path.clone(),
+                    reason: format!(
+                        "component `{component}` is {other:?}, expected [\"diffusers\", \"{class}\"] \
+                         (is this the ILLUME-MLLM/dualvitok-sdxl-decoder folder?)"
+                    ),
+                });
+            }
+        }
+    }
+    let scheduler_class = index.scheduler.as_ref().map(|(_, class)| class.as_str());
+    let scheduler = Scheduler::from_file(&scheduler::config_path(dir), scheduler_class)?;
+    for component in ["unet", "vae"] {
+        Checkpoint::open(dir.join(component))?;
+    }
+    Ok(scheduler)
+}
+
 impl<B: IllumeBackend> DiffusionDecoder<B> {
     /// Load the official `ILLUME-MLLM/dualvitok-sdxl-decoder` folder as published:
     /// `model_index.json`, `unet/`, `vae/`, `scheduler/`. Everything is built from the
     /// configs; a mismatch with the pipeline's fixed inputs is an error here, not later.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, DiffusionError> {
-        let index_path = dir.join("model_index.json");
-        let index: crate::config::ModelIndex = crate::config::read(&index_path)?;
-        for (component, entry, class) in [
-            ("unet", &index.unet, "UNet2DConditionModel"),
-            ("vae", &index.vae, "AutoencoderKL"),
-        ] {
-            match entry {
-                Some((_, c)) if c == class => {}
-                other => {
-                    return Err(DiffusionError::Config {
-                        path: index_path.clone(),
-                        reason: format!(
-                            "component `{component}` is {other:?}, expected [\"diffusers\", \"{class}\"] \
-                             (is this the ILLUME-MLLM/dualvitok-sdxl-decoder folder?)"
-                        ),
-                    })
-                }
-            }
-        }
-        let scheduler_class = index.scheduler.as_ref().map(|(_, class)| class.as_str());
-        let scheduler = Scheduler::from_file(&scheduler::config_path(dir), scheduler_class)?;
+        let scheduler = check_decoder_folder(dir)?;
         let unet = UNet2DConditionModel::load(&dir.join("unet"), device)?;
         let vae = AutoencoderKL::load(&dir.join("vae"), device)?;
         let decoder = Self {
@@ -173,6 +185,21 @@ impl<B: IllumeBackend> DiffusionDecoder<B> {
                 config.out_channels,
                 self.latent_channels()
             )));
+        }
+        // The latent grid is the output size over the VAE's pixel scale, exactly.
+        let scale = self.vae.config().scale_factor();
+        if let Some(size) = RESOLUTIONS
+            .iter()
+            .find(|s| !(s.width.is_multiple_of(scale) && s.height.is_multiple_of(scale)))
+        {
+            return Err(DiffusionError::Config {
+                path: self.dir.join("vae").join("config.json"),
+                reason: format!(
+                    "{} block_out_channels levels give a pixel scale of {scale}, which does not \
+                     divide the output size {size}",
+                    self.vae.config().block_out_channels.len()
+                ),
+            });
         }
         Ok(())
     }
@@ -267,6 +294,14 @@ impl<B: IllumeBackend> DiffusionDecoder<B> {
         noise: &mut NoiseSource,
         mut on_step: impl FnMut(StepProgress<'_, B>),
     ) -> Result<Tensor<B, 4>, DiffusionError> {
+        // diffusers skips guidance for any scale <= 1 (NaN included): refuse instead of
+        // silently ignoring what was asked.
+        if !(options.guidance_scale.is_finite() && options.guidance_scale >= 1.0) {
+            return Err(DiffusionError::Input(format!(
+                "guidance_scale must be a finite number >= 1 (1 turns guidance off), got {}",
+                options.guidance_scale
+            )));
+        }
         let schedule: InferenceSchedule = self.scheduler.plan(options.steps)?;
         let cond = self.conditioning(options.size)?;
         let guided = options.guidance_scale > 1.0;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::schedule::{spaced_timesteps, BetaConfig};
 use super::Prediction;
-use crate::config::unsupported;
+use crate::config::{inconsistent, positive_finite, unsupported};
 use crate::error::DiffusionError;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +63,9 @@ impl Ddim {
             return Err(unsupported(path, "thresholding", true, "false"));
         }
         let prediction = Prediction::parse(&config.prediction_type, path)?;
+        if config.clip_sample {
+            positive_finite(path, "clip_sample_range", config.clip_sample_range)?;
+        }
         let alphas_cumprod = config.betas.alphas_cumprod(path)?;
         Ok(Self {
             config,
@@ -85,6 +88,18 @@ impl Ddim {
         )?;
         if c.timestep_spacing == "linspace" {
             t.iter_mut().for_each(|v| *v = v.round());
+        }
+        // A step reads the schedule at its timestep and at the previous one.
+        let n = c.betas.num_train_timesteps;
+        if let Some(late) = t.iter().find(|v| **v >= n as f64) {
+            return Err(inconsistent(
+                &self.path,
+                format!(
+                    "steps_offset {} puts timestep {late} of a {steps}-step run past the last \
+                     of the {n} training timesteps",
+                    c.steps_offset
+                ),
+            ));
         }
         Ok(t.iter().map(|v| *v as f32).collect())
     }

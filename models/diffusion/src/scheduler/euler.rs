@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::schedule::{interp, spaced_timesteps, train_sigmas, BetaConfig};
 use super::{Prediction, StepKind};
-use crate::config::unsupported;
+use crate::config::{inconsistent, positive_finite, unsupported};
 use crate::error::DiffusionError;
 use crate::noise::NoiseSource;
 
@@ -108,6 +108,24 @@ impl Euler {
                 ));
             }
         }
+        if !ancestral && config.use_karras_sigmas {
+            for (field, value) in [
+                ("sigma_min", config.sigma_min),
+                ("sigma_max", config.sigma_max),
+            ] {
+                if let Some(v) = value {
+                    positive_finite(path, field, v)?;
+                }
+            }
+            if let (Some(min), Some(max)) = (config.sigma_min, config.sigma_max) {
+                if min > max {
+                    return Err(inconsistent(
+                        path,
+                        format!("sigma_min {min} exceeds sigma_max {max}"),
+                    ));
+                }
+            }
+        }
         let alphas_cumprod = config.betas.alphas_cumprod(path)?;
         Ok(Self {
             config,
@@ -155,6 +173,18 @@ impl Euler {
             sigmas = karras(&sigmas, c.sigma_min, c.sigma_max, steps);
             let log_sigmas: Vec<f64> = train.iter().map(|s| (*s as f64).ln()).collect();
             timesteps = sigmas.iter().map(|s| sigma_to_t(*s, &log_sigmas)).collect();
+        }
+        // Every step divides by its sigma: a zero one (a first beta of 0, reached at
+        // timestep 0) would turn the image into NaN.
+        if let Some(i) = sigmas.iter().position(|s| *s <= 0.0) {
+            return Err(inconsistent(
+                path,
+                format!(
+                    "the noise level of step {i} of {steps} (timestep {}) is 0, and the Euler \
+                     step divides by it: beta_start or trained_betas[0] is 0",
+                    timesteps[i]
+                ),
+            ));
         }
         let last = if !self.ancestral && c.final_sigmas_type == "sigma_min" {
             let a = self.alphas_cumprod[0];

@@ -19,6 +19,9 @@ use crate::config::unsupported;
 use crate::error::DiffusionError;
 use crate::noise::NoiseSource;
 
+/// Most denoising steps one run may take (the training timesteps of the released schedulers).
+pub const MAX_STEPS: usize = 1000;
+
 /// The scheduler classes this implementation runs.
 pub const SUPPORTED: &[&str] = &[
     "EulerDiscreteScheduler",
@@ -107,12 +110,14 @@ impl Scheduler {
         self.class
     }
 
-    /// `set_timesteps(steps)`: the plan of one denoising run.
+    /// `set_timesteps(steps)`: the plan of one denoising run, at most [`MAX_STEPS`] steps.
     pub fn plan(&self, steps: usize) -> Result<InferenceSchedule, DiffusionError> {
-        if steps == 0 {
-            return Err(DiffusionError::Input(
-                "the number of denoising steps must be at least 1".into(),
-            ));
+        // diffusers spreads the steps over the training timesteps; more than those
+        // repeats timesteps (and 1e9 steps would allocate a billion-entry plan).
+        if steps == 0 || steps > MAX_STEPS {
+            return Err(DiffusionError::Input(format!(
+                "the number of denoising steps must be from 1 to {MAX_STEPS} (got {steps})"
+            )));
         }
         match &self.kind {
             Kind::Euler(euler) => {
@@ -226,6 +231,116 @@ mod tests {
             err.contains("LCMScheduler") && err.contains("EulerDiscreteScheduler"),
             "{err}"
         );
+    }
+
+    const DEMO: &str = include_str!("../../configs/demo/scheduler/scheduler_config.json");
+
+    /// The demo (SDXL Euler) config with `fields` (a JSON object) merged over it, read as
+    /// `class`.
+    fn demo_with(class: &str, fields: serde_json::Value) -> Result<Scheduler, DiffusionError> {
+        let mut config: serde_json::Value = serde_json::from_str(DEMO).unwrap();
+        for (k, v) in fields.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        // One file per call: the tests run in parallel in one temporary folder.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = write(
+            &format!("{class}-{n}-scheduler_config.json"),
+            &config.to_string(),
+        );
+        Scheduler::from_file(&path, Some(class))
+    }
+
+    fn rejected(class: &str, fields: serde_json::Value, field: &str) {
+        let err = demo_with(class, fields.clone())
+            .and_then(|s| s.plan(20).map(|_| s))
+            .expect_err(&format!("{fields} was accepted"))
+            .to_string();
+        assert!(
+            err.contains(field) && err.contains("scheduler_config.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn demo_config_parses_for_every_class() {
+        for class in SUPPORTED {
+            demo_with(class, serde_json::json!({}))
+                .unwrap()
+                .plan(20)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn out_of_range_betas_are_named() {
+        use serde_json::json;
+        for class in SUPPORTED {
+            rejected(class, json!({"beta_start": -0.001}), "beta_start");
+            rejected(class, json!({"beta_end": 1.5}), "beta_end");
+            rejected(
+                class,
+                json!({"beta_start": 0.02, "beta_end": 0.01}),
+                "beta_start",
+            );
+            // A beta of 1 zeroes the cumulative product: an infinite noise level.
+            rejected(
+                class,
+                json!({"beta_schedule": "linear", "beta_end": 1.0}),
+                "beta_end",
+            );
+            rejected(
+                class,
+                json!({"num_train_timesteps": 1}),
+                "num_train_timesteps",
+            );
+            rejected(
+                class,
+                json!({"num_train_timesteps": 1u64 << 40}),
+                "num_train_timesteps",
+            );
+            rejected(class, json!({"trained_betas": [0.1, 0.2]}), "trained_betas");
+            let betas = vec![2.0; 1000];
+            rejected(class, json!({ "trained_betas": betas }), "trained_betas");
+        }
+    }
+
+    #[test]
+    fn out_of_range_sampler_settings_are_named() {
+        use serde_json::json;
+        let karras = |fields: serde_json::Value| {
+            let mut all = json!({"use_karras_sigmas": true});
+            all.as_object_mut()
+                .unwrap()
+                .extend(fields.as_object().unwrap().clone());
+            all
+        };
+        let euler = "EulerDiscreteScheduler";
+        rejected(euler, karras(json!({"sigma_min": 0.0})), "sigma_min");
+        rejected(euler, karras(json!({"sigma_max": -1.0})), "sigma_max");
+        rejected(
+            euler,
+            karras(json!({"sigma_min": 5.0, "sigma_max": 1.0})),
+            "sigma_min",
+        );
+        // A first beta of 0 is a zero noise level at timestep 0, which linspace reaches.
+        let zero = json!({"beta_start": 0.0, "timestep_spacing": "linspace"});
+        rejected(euler, zero.clone(), "beta_start");
+        rejected("EulerAncestralDiscreteScheduler", zero, "beta_start");
+        let ddim = "DDIMScheduler";
+        rejected(
+            ddim,
+            json!({"clip_sample": true, "clip_sample_range": 0.0}),
+            "clip_sample_range",
+        );
+        // Leading spacing at 500 steps ends at 998 + steps_offset.
+        let err = demo_with(ddim, json!({"steps_offset": 10}))
+            .unwrap()
+            .plan(500)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("steps_offset"), "{err}");
     }
 
     #[test]

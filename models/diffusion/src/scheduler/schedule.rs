@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::unsupported;
+use crate::config::{inconsistent, unsupported};
 use crate::error::DiffusionError;
 
 /// The fields every scheduler config shares.
@@ -54,6 +54,10 @@ fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Training timesteps at most: the schedule holds a value per timestep, computed when the
+/// config is read (real schedules have 1000).
+const MAX_TRAIN_TIMESTEPS: usize = 1 << 20;
+
 impl BetaConfig {
     /// `alphas_cumprod` (float32, as diffusers keeps it).
     pub fn alphas_cumprod(&self, path: &Path) -> Result<Vec<f32>, DiffusionError> {
@@ -61,12 +65,42 @@ impl BetaConfig {
             return Err(unsupported(path, "rescale_betas_zero_snr", true, "false"));
         }
         let n = self.num_train_timesteps;
+        // Two at least: sigmas are interpolated between neighbouring training timesteps.
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&n) {
+            return Err(unsupported(
+                path,
+                "num_train_timesteps",
+                n,
+                &format!("2 to {MAX_TRAIN_TIMESTEPS}"),
+            ));
+        }
         let betas: Vec<f32> = if let Some(trained) = &self.trained_betas {
+            if trained.len() != n {
+                return Err(inconsistent(
+                    path,
+                    format!(
+                        "trained_betas has {} values for num_train_timesteps {n}",
+                        trained.len()
+                    ),
+                ));
+            }
+            if let Some(b) = trained.iter().find(|b| !is_beta(**b)) {
+                return Err(unsupported(
+                    path,
+                    "trained_betas",
+                    b,
+                    "finite values in [0, 1]",
+                ));
+            }
             trained.iter().map(|b| *b as f32).collect()
         } else {
             match self.beta_schedule.as_str() {
-                "linear" => torch_linspace_f32(self.beta_start, self.beta_end, n),
+                "linear" => {
+                    self.check_endpoints(path)?;
+                    torch_linspace_f32(self.beta_start, self.beta_end, n)
+                }
                 "scaled_linear" => {
+                    self.check_endpoints(path)?;
                     torch_linspace_f32(self.beta_start.sqrt(), self.beta_end.sqrt(), n)
                         .into_iter()
                         .map(|b| b * b)
@@ -92,25 +126,62 @@ impl BetaConfig {
                         "beta_schedule",
                         other,
                         "linear, scaled_linear, squaredcos_cap_v2",
-                    ))
+                    ));
                 }
             }
         };
-        if betas.is_empty() {
-            return Err(DiffusionError::Config {
-                path: path.to_path_buf(),
-                reason: "no training timesteps".into(),
-            });
-        }
         let mut product = 1.0f32;
-        Ok(betas
+        let alphas_cumprod: Vec<f32> = betas
             .iter()
             .map(|b| {
                 product *= 1.0 - b;
                 product
             })
-            .collect())
+            .collect();
+        // sigma = sqrt((1 − ᾱ) / ᾱ): a product of 0 (a beta of 1, or underflow) is an
+        // infinite noise level, which turns the whole image into NaN.
+        if let Some(t) = alphas_cumprod.iter().position(|a| *a <= 0.0) {
+            let source = match &self.trained_betas {
+                Some(_) => "trained_betas".to_string(),
+                None => format!(
+                    "{} betas from beta_start {} to beta_end {}",
+                    self.beta_schedule, self.beta_start, self.beta_end
+                ),
+            };
+            return Err(inconsistent(
+                path,
+                format!(
+                    "the {source} drive the cumulative alpha product to 0 at training \
+                     timestep {t} (an infinite noise level)"
+                ),
+            ));
+        }
+        Ok(alphas_cumprod)
     }
+
+    /// `beta_start` and `beta_end` of a linear schedule: betas in [0, 1], ascending.
+    fn check_endpoints(&self, path: &Path) -> Result<(), DiffusionError> {
+        for (field, value) in [("beta_start", self.beta_start), ("beta_end", self.beta_end)] {
+            if !is_beta(value) {
+                return Err(unsupported(path, field, value, "a finite number in [0, 1]"));
+            }
+        }
+        if self.beta_start > self.beta_end {
+            return Err(inconsistent(
+                path,
+                format!(
+                    "beta_start {} exceeds beta_end {}",
+                    self.beta_start, self.beta_end
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A beta is a per-step noise variance fraction: finite, in [0, 1].
+fn is_beta(value: f64) -> bool {
+    value.is_finite() && (0.0..=1.0).contains(&value)
 }
 
 /// `((1 − ᾱ) / ᾱ) ** 0.5` per training timestep, in float32 (torch).
@@ -179,7 +250,7 @@ pub fn spaced_timesteps(
                 "timestep_spacing",
                 other,
                 "linspace, leading, trailing",
-            ))
+            ));
         }
     };
     t.reverse();

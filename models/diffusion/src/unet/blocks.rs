@@ -78,11 +78,7 @@ impl<B: IllumeBackend> DownBlock<B> {
         Self {
             resnets: (0..s.resnets)
                 .map(|i| {
-                    let cin = if i == 0 {
-                        s.in_channels
-                    } else {
-                        s.out_channels
-                    };
+                    let cin = s.resnet_in_channels(i);
                     ResnetBlock2D::new(shared.resnet(cin, s.out_channels, 1.0), device)
                 })
                 .collect(),
@@ -158,19 +154,8 @@ impl<B: IllumeBackend> UpBlock<B> {
         Self {
             resnets: (0..s.resnets)
                 .map(|i| {
-                    // The last resnet takes the block's input-side skip, the others skips
-                    // of this level; the first also takes the previous up block's output.
-                    let skip = if i + 1 == s.resnets {
-                        s.in_channels
-                    } else {
-                        s.out_channels
-                    };
-                    let cin = if i == 0 {
-                        s.prev_output_channels
-                    } else {
-                        s.out_channels
-                    };
-                    ResnetBlock2D::new(shared.resnet(cin + skip, s.out_channels, 1.0), device)
+                    let cin = s.resnet_in_channels(i);
+                    ResnetBlock2D::new(shared.resnet(cin, s.out_channels, 1.0), device)
                 })
                 .collect(),
             attentions: shared.transformers(s.out_channels, s.attention.as_ref(), device),

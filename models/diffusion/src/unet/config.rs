@@ -5,7 +5,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{unsupported, PerBlock};
+use crate::config::{
+    check_groups, inconsistent, positive, positive_finite, total, unsupported, weight, PerBlock,
+};
 use crate::error::DiffusionError;
 
 /// The JSON as written by diffusers; absent fields take diffusers' defaults.
@@ -135,6 +137,17 @@ pub struct DownBlockSettings {
     pub downsample: bool,
 }
 
+impl DownBlockSettings {
+    /// Input channels of resnet `i`: the first takes the previous block's width.
+    pub fn resnet_in_channels(&self, i: usize) -> usize {
+        if i == 0 {
+            self.in_channels
+        } else {
+            self.out_channels
+        }
+    }
+}
+
 /// The `UNetMidBlock2DCrossAttn`: resnet, then (attention, resnet) per layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MidBlockSettings {
@@ -153,6 +166,26 @@ pub struct UpBlockSettings {
     pub resnets: usize,
     pub attention: Option<AttentionSettings>,
     pub upsample: bool,
+}
+
+impl UpBlockSettings {
+    /// Input channels of resnet `i`: its input concatenated with the skip connection it
+    /// consumes. The last resnet takes the block's input-side skip, the others skips of
+    /// this level; the first also takes the previous up block's output.
+    pub fn resnet_in_channels(&self, i: usize) -> usize {
+        let skip = if i + 1 == self.resnets {
+            self.in_channels
+        } else {
+            self.out_channels
+        };
+        let input = if i == 0 {
+            self.prev_output_channels
+        } else {
+            self.out_channels
+        };
+        // Saturating: also called on unchecked widths, by the parameter count.
+        input.saturating_add(skip)
+    }
 }
 
 /// The SDXL `text_time` additional embedding: pooled text + sinusoids of the time ids.
@@ -223,12 +256,22 @@ impl UNetConfig {
         let norm_groups = raw
             .norm_num_groups
             .ok_or_else(|| unsupported(path, "norm_num_groups", "null", "a group count"))?;
+        check_ranges(&raw, norm_groups, path)?;
         let layers = raw
             .layers_per_block
             .resolve(blocks, "layers_per_block", path)?;
+        check_layers(&layers, path)?;
         let cross_dims = raw
             .cross_attention_dim
             .resolve(blocks, "cross_attention_dim", path)?;
+        if cross_dims.contains(&0) {
+            return Err(unsupported(
+                path,
+                "cross_attention_dim",
+                &cross_dims,
+                "positive widths",
+            ));
+        }
         // diffusers' historical naming: without `num_attention_heads`, the config's
         // `attention_head_dim` is the number of heads (SDXL: [5, 10, 20] heads of 64).
         let heads = raw
@@ -267,7 +310,7 @@ impl UNetConfig {
                         "down_block_types",
                         other,
                         "DownBlock2D, CrossAttnDownBlock2D",
-                    ))
+                    ));
                 }
             };
             if let Some(a) = &attention {
@@ -309,7 +352,7 @@ impl UNetConfig {
                     "mid_block_type",
                     other,
                     "UNetMidBlock2DCrossAttn or null",
-                ))
+                ));
             }
         };
 
@@ -324,7 +367,7 @@ impl UNetConfig {
                         "reverse_transformer_layers_per_block has {} entries for {blocks} blocks",
                         r.len()
                     ),
-                    })
+                    });
                 }
                 None => transformer_layers.iter().rev().cloned().collect(),
             };
@@ -352,7 +395,7 @@ impl UNetConfig {
                         "up_block_types",
                         other,
                         "UpBlock2D, CrossAttnUpBlock2D",
-                    ))
+                    ));
                 }
             };
             if let Some(a) = &attention {
@@ -401,7 +444,7 @@ impl UNetConfig {
                     "addition_embed_type",
                     other,
                     "text_time or null",
-                ))
+                ));
             }
         };
         for (field, k) in [
@@ -431,6 +474,177 @@ impl UNetConfig {
             conv_in_kernel: raw.conv_in_kernel,
             conv_out_kernel: raw.conv_out_kernel,
         })
+    }
+}
+
+/// Resnets of the whole UNet (Σ `layers_per_block`) at most: resolution expands per-layer
+/// lists to this length before the size check against the checkpoint can run, so an
+/// absurd count must not allocate first. Real UNets have a handful.
+const MAX_RESNETS: usize = 1 << 20;
+
+/// Ranges of the fields the network's arithmetic or construction depends on.
+fn check_ranges(raw: &RawUNetConfig, groups: usize, path: &Path) -> Result<(), DiffusionError> {
+    positive(path, "in_channels", raw.in_channels)?;
+    positive(path, "out_channels", raw.out_channels)?;
+    if raw.block_out_channels.contains(&0) {
+        return Err(unsupported(
+            path,
+            "block_out_channels",
+            &raw.block_out_channels,
+            "positive channel counts",
+        ));
+    }
+    check_groups(path, groups, &raw.block_out_channels)?;
+    positive_finite(path, "norm_eps", raw.norm_eps)?;
+    // The mid block's output is divided by it.
+    positive_finite(path, "mid_block_scale_factor", raw.mid_block_scale_factor)?;
+    if let Some(width) = raw.time_embedding_dim {
+        positive(path, "time_embedding_dim", width)?;
+    }
+    if raw.downsample_padding > 1 {
+        return Err(unsupported(
+            path,
+            "downsample_padding",
+            raw.downsample_padding,
+            "0 or 1",
+        ));
+    }
+    // The sinusoid frequencies are exp(−ln(10000)·i / (width/2 − freq_shift)): the divisor
+    // must be positive for every embedded width (zero gives NaN, negative exploding ones).
+    let mut widths = vec![("block_out_channels[0]", raw.block_out_channels[0])];
+    if raw.addition_embed_type.as_deref() == Some("text_time") {
+        if let Some(width) = raw.addition_time_embed_dim {
+            positive(path, "addition_time_embed_dim", width)?;
+            widths.push(("addition_time_embed_dim", width));
+        }
+    }
+    for (field, width) in widths {
+        let half = (width / 2) as f64;
+        if !(raw.freq_shift.is_finite() && (half == 0.0 || raw.freq_shift < half)) {
+            return Err(inconsistent(
+                path,
+                format!(
+                    "freq_shift {} must be a finite number below half the sinusoid width \
+                     ({field} {width} / 2 = {half})",
+                    raw.freq_shift
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every block needs a resnet (without one a block cannot change its width), and the
+/// total is bounded by [`MAX_RESNETS`].
+fn check_layers(layers: &[usize], path: &Path) -> Result<(), DiffusionError> {
+    let resnets = layers.iter().fold(0usize, |n, l| n.saturating_add(*l));
+    if layers.contains(&0) || resnets > MAX_RESNETS {
+        return Err(unsupported(
+            path,
+            "layers_per_block",
+            layers,
+            &format!("at least 1 per block, at most {MAX_RESNETS} in all"),
+        ));
+    }
+    Ok(())
+}
+
+impl UNetConfig {
+    /// A lower bound of the parameters of the network built from this config: the weights
+    /// of every convolution and linear layer (biases and norms left out), with saturating
+    /// arithmetic since nothing bounds the widths and counts yet. Checked against the
+    /// checkpoint before the network is built.
+    pub fn min_parameter_count(&self) -> u64 {
+        let t = self.time_embed_dim;
+        // conv1, conv2, time_emb_proj, and the 1×1 conv_shortcut when the width changes.
+        let resnet = |cin: usize, cout: usize| {
+            let shortcut = if cin == cout { 0 } else { weight(&[cin, cout]) };
+            total([
+                weight(&[9, cin, cout]),
+                weight(&[9, cout, cout]),
+                weight(&[t, cout]),
+                shortcut,
+            ])
+        };
+        // Per Transformer2DModel: proj_in and proj_out (c² each, Linear or 1×1 conv); per
+        // BasicTransformerBlock: attn1 4c², attn2 2c² + 2·cross·c, the GEGLU feed-forward
+        // c·8c + 4c·c.
+        let transformers = |c: usize, a: Option<&AttentionSettings>| {
+            let Some(a) = a else { return 0 };
+            let cross = a.cross_attention_dim;
+            let block = total([weight(&[18, c, c]), weight(&[2, cross, c])]);
+            let stack = |layers: usize| block.saturating_mul(layers as u64);
+            total(
+                a.layers
+                    .iter()
+                    .map(|&layers| total([weight(&[2, c, c]), stack(layers)])),
+            )
+        };
+        let resample = |c: usize, present: bool| if present { weight(&[9, c, c]) } else { 0 };
+        let c0 = self.block_out_channels[0];
+        let (kin, kout) = (self.conv_in_kernel, self.conv_out_kernel);
+        let embeddings = total([
+            weight(&[kin, kin, self.in_channels, c0]),
+            weight(&[c0, t]),
+            weight(&[t, t]),
+            self.text_time
+                .as_ref()
+                .map_or(0, |tt| total([weight(&[tt.input_dim, t]), weight(&[t, t])])),
+            weight(&[kout, kout, c0, self.out_channels]),
+        ]);
+        let down = self.down_blocks.iter().map(|b| {
+            total([
+                total((0..b.resnets).map(|i| resnet(b.resnet_in_channels(i), b.out_channels))),
+                transformers(b.out_channels, b.attention.as_ref()),
+                resample(b.out_channels, b.downsample),
+            ])
+        });
+        let mid = self.mid_block.iter().map(|m| {
+            let resnets = (m.attention.layers.len() as u64).saturating_add(1);
+            total([
+                resnet(m.channels, m.channels).saturating_mul(resnets),
+                transformers(m.channels, Some(&m.attention)),
+            ])
+        });
+        let up = self.up_blocks.iter().map(|b| {
+            total([
+                total((0..b.resnets).map(|i| resnet(b.resnet_in_channels(i), b.out_channels))),
+                transformers(b.out_channels, b.attention.as_ref()),
+                resample(b.out_channels, b.upsample),
+            ])
+        });
+        total([embeddings, total(down), total(mid), total(up)])
+    }
+
+    /// [`Self::min_parameter_count`] with the fields behind it, for a refusal message.
+    pub fn declared_size(&self, config: &Path) -> illume_weights::DeclaredSize {
+        let attentions = || {
+            self.down_blocks
+                .iter()
+                .filter_map(|b| b.attention.as_ref())
+                .chain(self.mid_block.iter().map(|m| &m.attention))
+                .chain(self.up_blocks.iter().filter_map(|b| b.attention.as_ref()))
+        };
+        let transformer_blocks =
+            total(attentions().flat_map(|a| a.layers.iter().map(|&n| n as u64)));
+        let layers: Vec<usize> = self.down_blocks.iter().map(|b| b.resnets).collect();
+        illume_weights::DeclaredSize {
+            model: "UNet2DConditionModel".into(),
+            config: config.to_path_buf(),
+            parameters: self.min_parameter_count(),
+            fields: format!(
+                "block_out_channels={:?} layers_per_block={layers:?} \
+                 transformer_layers_per_block (transformer blocks in all)={transformer_blocks} \
+                 cross_attention_dim={} in_channels={} time_embed_dim={}",
+                self.block_out_channels,
+                attentions()
+                    .map(|a| a.cross_attention_dim)
+                    .max()
+                    .unwrap_or(0),
+                self.in_channels,
+                self.time_embed_dim,
+            ),
+        }
     }
 }
 
@@ -606,6 +820,89 @@ mod tests {
             ),
             (320, 320, 640, false)
         );
+    }
+
+    const SDXL: &str = include_str!("../../configs/sdxl/unet_config.json");
+    const DEMO: &str = include_str!("../../configs/demo/unet/config.json");
+    /// Parameters of the ILLUME+ SDXL UNet: SDXL-base's 2,567,463,684 plus the conv_in
+    /// widened from 4 to 68 input channels (64·320·3·3 = 184,320 more). Both counted by a
+    /// script mirroring the module construction, which gives the fixture checkpoint's
+    /// exact value count on the demo config.
+    const SDXL_PARAMETERS: u64 = 2_567_648_004;
+    /// Values of the fixture checkpoint `sdxl_decoder/unet` (the demo config).
+    const DEMO_PARAMETERS: u64 = 1_073_828;
+
+    /// The SDXL config with `field` replaced by `value`.
+    fn sdxl_with(field: &str, value: serde_json::Value) -> Result<UNetConfig, DiffusionError> {
+        let mut json: serde_json::Value = serde_json::from_str(SDXL).unwrap();
+        json[field] = value;
+        parse(&json.to_string())
+    }
+
+    fn rejects(field: &str, value: serde_json::Value) {
+        let err = sdxl_with(field, value.clone())
+            .expect_err(&format!("{field} = {value} was accepted"))
+            .to_string();
+        assert!(
+            err.contains(field) && err.contains("unet/config.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn official_and_demo_configs_parse() {
+        parse(SDXL).unwrap();
+        parse(DEMO).unwrap();
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        use serde_json::json;
+        rejects("norm_num_groups", json!(0));
+        // 320 is not a multiple of 48.
+        rejects("norm_num_groups", json!(48));
+        rejects("block_out_channels", json!([320, 0, 1280]));
+        rejects("in_channels", json!(0));
+        rejects("out_channels", json!(0));
+        rejects("norm_eps", json!(0.0));
+        rejects("norm_eps", json!(-1e-5));
+        rejects("mid_block_scale_factor", json!(0));
+        rejects("freq_shift", json!(160));
+        rejects("layers_per_block", json!(0));
+        rejects("layers_per_block", json!([2, 0, 2]));
+        rejects("layers_per_block", json!(1u64 << 40));
+        rejects("cross_attention_dim", json!(0));
+        rejects("time_embedding_dim", json!(0));
+        rejects("addition_time_embed_dim", json!(0));
+        rejects("downsample_padding", json!(2));
+        // A shift of 1 (DDPM's) is fine: 320/2 − 1 and 256/2 − 1 are positive.
+        sdxl_with("freq_shift", json!(1)).unwrap();
+    }
+
+    #[test]
+    fn parameter_bound_is_below_and_near_the_real_count() {
+        for (json, real) in [(SDXL, SDXL_PARAMETERS), (DEMO, DEMO_PARAMETERS)] {
+            let bound = parse(json).unwrap().min_parameter_count();
+            assert!(bound <= real, "{bound} > {real}");
+            assert!(bound * 2 >= real, "{bound} is loose against {real}");
+        }
+    }
+
+    #[test]
+    fn inflated_configs_declare_far_more_than_the_real_count() {
+        use serde_json::json;
+        let deep = sdxl_with("layers_per_block", json!(100_000)).unwrap();
+        assert!(deep.min_parameter_count() > 1000 * SDXL_PARAMETERS);
+        let fields = deep.declared_size(Path::new("unet/config.json")).fields;
+        assert!(
+            fields.contains("layers_per_block=[100000, 100000, 100000]"),
+            "{fields}"
+        );
+        let wide = sdxl_with("block_out_channels", json!([1_000_000, 640, 1280])).unwrap();
+        assert!(wide.min_parameter_count() > 1000 * SDXL_PARAMETERS);
+        // Values whose products overflow u64 saturate instead of wrapping to small ones.
+        let huge = sdxl_with("transformer_layers_per_block", json!(u64::MAX)).unwrap();
+        assert_eq!(huge.min_parameter_count(), u64::MAX);
     }
 
     #[test]

@@ -94,10 +94,15 @@ impl<B: IllumeBackend> UNet2DConditionModel<B> {
 
     /// Build from `unet/config.json` and load `unet/diffusion_pytorch_model.*` (strict).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, DiffusionError> {
-        let config = UNetConfig::from_file(&dir.join("config.json"))?;
+        let config_path = dir.join("config.json");
+        let config = UNetConfig::from_file(&config_path)?;
         let linear_projection = config.use_linear_projection;
         let checkpoint =
             Checkpoint::open(dir)?.renamed(|key| Some(module_key(key, linear_projection)));
+        // Refuse a config too large for this checkpoint before building anything.
+        config
+            .declared_size(&config_path)
+            .check(&checkpoint, std::mem::size_of::<B::FloatElem>() as u64)?;
         let module = Self::new(&config, device);
         Ok(checkpoint.load_into(module, &LoadOptions::named("UNet2DConditionModel"))?)
     }
@@ -208,6 +213,27 @@ fn checkpoint_key(path: &str, linear_projection: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use illume_backends::NdArray;
+
+    /// The size check runs before `new`: building 3·100000 resnets with their transformer
+    /// stacks would take minutes and gigabytes even with lazy parameters.
+    #[test]
+    fn an_inflated_config_is_refused_before_building() {
+        let mut config: serde_json::Value =
+            serde_json::from_str(include_str!("../../configs/sdxl/unet_config.json")).unwrap();
+        config["layers_per_block"] = 100_000.into();
+        let dir = crate::config::one_value_folder("unet-size", &config.to_string());
+        let err = UNet2DConditionModel::<NdArray>::load(&dir, &Default::default())
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(err.contains("config.json"), "{err}");
+        assert!(
+            err.contains("layers_per_block=[100000, 100000, 100000]"),
+            "{err}"
+        );
+        assert!(err.contains("holds only 1 values"), "{err}");
+    }
 
     #[test]
     fn remaps_are_inverse() {

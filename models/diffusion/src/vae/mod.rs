@@ -136,13 +136,19 @@ impl<B: IllumeBackend> AutoencoderKL<B> {
     /// Build from `vae/config.json` and load `vae/diffusion_pytorch_model.*` (strict on the
     /// decoder; the encoder's `encoder.*` and `quant_conv.*` may be present, unused).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, DiffusionError> {
-        let config = VaeConfig::from_file(&dir.join("config.json"))?;
+        let config_path = dir.join("config.json");
+        let config = VaeConfig::from_file(&config_path)?;
+        let checkpoint = Checkpoint::open(dir)?;
+        // Refuse a config too large for this checkpoint before building anything.
+        config
+            .declared_size(&config_path)
+            .check(&checkpoint, VAE_DTYPE.size() as u64)?;
         let module = Self::new(&config, device);
         let options = LoadOptions::named("AutoencoderKL decoder")
             .allow_unused("encoder.")
             .allow_unused("quant_conv.")
             .with_float_dtype(VAE_DTYPE);
-        Ok(Checkpoint::open(dir)?.load_into(module, &options)?)
+        Ok(checkpoint.load_into(module, &options)?)
     }
 
     pub fn config(&self) -> &VaeConfig {
@@ -204,5 +210,26 @@ impl<B: IllumeBackend> AutoencoderKL<B> {
             x = resnet.forward(x, None);
         }
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use illume_backends::NdArray;
+
+    #[test]
+    fn an_inflated_config_is_refused_before_building() {
+        let mut config: serde_json::Value =
+            serde_json::from_str(include_str!("../../configs/sdxl/vae_config.json")).unwrap();
+        config["layers_per_block"] = 100_000.into();
+        let dir = crate::config::one_value_folder("vae-size", &config.to_string());
+        let err = AutoencoderKL::<NdArray>::load(&dir, &Default::default())
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(err.contains("config.json"), "{err}");
+        assert!(err.contains("layers_per_block=100000"), "{err}");
+        assert!(err.contains("holds only 1 values"), "{err}");
     }
 }
