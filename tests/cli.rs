@@ -246,6 +246,81 @@ fn bad_images_and_sizes_are_clear_errors() {
     let corrupt = dir.join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really a png").unwrap();
     let out_png = dir.join("never.png");
+    let out = out_png.to_str().unwrap();
+    let image = test_image(&dir);
+    let image = image.to_str().unwrap();
+    let truncated = dir.join("truncated.jpg");
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+        .encode_image(&image::RgbImage::from_pixel(
+            64,
+            64,
+            image::Rgb([200, 10, 10]),
+        ))
+        .unwrap();
+    std::fs::write(&truncated, &jpeg[..jpeg.len() / 2]).unwrap();
+    let jpg_out = dir.join("out.jpg");
+    let missing_dir = dir.join("no-such-dir").join("out.png");
+    let not_a_decoder = dir.join("empty-decoder");
+    std::fs::create_dir_all(&not_a_decoder).unwrap();
+    // Numeric flags that used to turn guidance off, or produce white images, silently;
+    // outputs that used to be checked only after the whole generation.
+    let numeric_and_path_cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["generate", "x", "--cfg", "NaN", "-o", out], "--cfg"),
+        (
+            vec!["generate", "x", "--temperature", "inf", "-o", out],
+            "--temperature",
+        ),
+        (vec!["generate", "x", "--top-p", "0", "-o", out], "--top-p"),
+        (
+            vec!["generate", "x", "--size", "513x511", "-o", out],
+            "513x511: width",
+        ),
+        (
+            vec!["upscale", image, "--steps", "1000000000", "-o", out],
+            "--steps",
+        ),
+        (
+            vec!["upscale", image, "--diffusion-cfg", "0", "-o", out],
+            "--diffusion-cfg",
+        ),
+        (
+            vec!["upscale", image, "--diffusion-cfg", "inf", "-o", out],
+            "--diffusion-cfg",
+        ),
+        (
+            vec!["understand", image, "q", "--temperature", "-1"],
+            "--temperature",
+        ),
+        (
+            vec!["generate", "x", "-o", jpg_out.to_str().unwrap()],
+            ".png",
+        ),
+        (
+            vec!["reconstruct", image, "-o", missing_dir.to_str().unwrap()],
+            "no-such-dir",
+        ),
+        (vec!["tokenize", truncated.to_str().unwrap()], "truncated"),
+        (
+            vec![
+                "generate",
+                "x",
+                "--diffusion",
+                not_a_decoder.to_str().unwrap(),
+                "-o",
+                out,
+            ],
+            "model_index.json",
+        ),
+    ];
+    for (args, needle) in &numeric_and_path_cases {
+        let run = illume(args);
+        let stderr = text(&run.stderr);
+        assert!(!run.status.success(), "illume {args:?} should fail");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(!jpg_out.exists(), "nothing is written on error");
     let cases: [(&[&str], &str); 4] = [
         (&["tokenize", corrupt.to_str().unwrap()], "corrupt.png"),
         (
@@ -296,6 +371,7 @@ fn bad_images_and_sizes_are_clear_errors() {
 /// Every model benchmark group runs to its table (tiny shapes; a smoke run, not a measurement).
 #[test]
 fn bench_model_groups_run_quick() {
+    let json = scratch("bench-models").join("rows.jsonl");
     let stdout = run_ok(&[
         "bench",
         "--backends",

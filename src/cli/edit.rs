@@ -10,7 +10,7 @@ use illume::mllm::{IllumeMllm, ImageGrid};
 use illume::mllm::SamplingParams;
 
 use super::generate::{
-    decode_to_png, generation_config_help, spinner, ModelArgs, Models, SamplingArgs,
+    decode_tokens, generation_config_help, spinner, ModelArgs, Models, SamplingArgs,
     SamplingDefaults, TokenProgress,
 };
 
@@ -81,8 +81,7 @@ impl BackendTask for Edit<'_> {
                 .tokenizer
                 .as_deref()
                 .expect("checked by resolve");
-            let decoded =
-                decode_to_png::<B>(&edited.tokens, tokenizer, &self.args.output, &device, &bar)?;
+            let decoded = decode_tokens::<B>(&edited.tokens, tokenizer, &device, &bar)?;
             let restored = IllumeMllm::<B>::restore_edit(&decoded, w, h)?;
             image_io::write_png(&restored, &self.args.output)?;
             Ok((edited.ids.len(), seconds, anchor))
@@ -93,6 +92,7 @@ impl BackendTask for Edit<'_> {
 }
 
 pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
+    image_io::check_png_output(&args.output)?;
     let models = args.models.resolve(true)?;
     let (tokens, seconds, (h, w)) = compute.run(Edit {
         args: &args,

@@ -86,8 +86,9 @@ pub struct ModelArgs {
 /// Sampling flags of image generation.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SamplingArgs {
-    /// Classifier-free guidance scale (1 = off) [default: 2.0 for generate, 1.5 for edit].
-    #[arg(long, value_name = "SCALE")]
+    /// Classifier-free guidance scale, 1 (off) to 100 [default: 2.0 for generate, 1.5 for
+    /// edit].
+    #[arg(long, value_name = "SCALE", allow_negative_numbers = true, value_parser = super::values::guidance_f32)]
     pub cfg: Option<f32>,
     /// Seed of the sampler (ChaCha8).
     #[arg(long, default_value_t = 42)]
@@ -95,34 +96,34 @@ pub struct SamplingArgs {
     /// Pick the most likely token instead of sampling (deterministic, usually dull images).
     #[arg(long)]
     pub greedy: bool,
-    /// Global (text) temperature, default for both image levels [default: 1.0 for
+    /// Global (text) temperature (> 0), default for both image levels [default: 1.0 for
     /// generate, 0.7 for edit].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::values::temperature)]
     pub temperature: Option<f32>,
     /// Global top-k (0 = off), default for the semantic level, x3 for the pixel level
     /// [default: 2048 for generate, 512 for edit].
     #[arg(long)]
     pub top_k: Option<usize>,
-    /// Global top-p (1 = off) [default: 1.0 for generate, 0.8 for edit].
-    #[arg(long)]
+    /// Global top-p in (0, 1] (1 = off) [default: 1.0 for generate, 0.8 for edit].
+    #[arg(long, allow_negative_numbers = true, value_parser = super::values::top_p)]
     pub top_p: Option<f32>,
     /// Semantic-level (level 0) temperature [default: --temperature].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::values::temperature)]
     pub semantic_temperature: Option<f32>,
     /// Semantic-level top-k [default: --top-k].
     #[arg(long)]
     pub semantic_top_k: Option<usize>,
     /// Semantic-level top-p [default: --top-p].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::values::top_p)]
     pub semantic_top_p: Option<f32>,
     /// Pixel-level (level 1) temperature [default: the semantic one].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::values::temperature)]
     pub pixel_temperature: Option<f32>,
     /// Pixel-level top-k [default: 3x the semantic one].
     #[arg(long)]
     pub pixel_top_k: Option<usize>,
     /// Pixel-level top-p [default: the semantic one].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::values::top_p)]
     pub pixel_top_p: Option<f32>,
     /// Logits processor chain: `eval` (generation_eval) or `app` (ILLUME/app.py).
     #[arg(long, value_parser = ["eval", "app"], default_value = "eval")]
@@ -205,12 +206,22 @@ impl SamplingArgs {
 /// An image size as the MLLM's resolution tags hold it: `(height, width)`.
 pub type HeightWidth = (usize, usize);
 
-/// `WxH` (e.g. `768x384`: 768 wide, 384 high) → `(height, width)`.
+/// `WxH` (e.g. `768x384`: 768 wide, 384 high) → `(height, width)`, each a size the MLLM
+/// has a resolution tag for (checked here so the message keeps the user's WxH order).
 fn parse_size(text: &str) -> Result<HeightWidth, String> {
+    use illume::mllm::vocab::{MAX_RESOLUTION, RESOLUTION_STEP};
     let bad = || format!("`{text}` is not WxH (e.g. 512x512, or 768x384 for a wide image)");
     let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
     let side = |s: &str| s.trim().parse::<usize>().map_err(|_| bad());
-    Ok((side(h)?, side(w)?))
+    let (w, h) = (side(w)?, side(h)?);
+    let tagged = |n: usize| n.is_multiple_of(RESOLUTION_STEP) && (1..=MAX_RESOLUTION).contains(&n);
+    if !(tagged(w) && tagged(h)) {
+        return Err(format!(
+            "{w}x{h}: width and height must be multiples of {RESOLUTION_STEP} from \
+             {RESOLUTION_STEP} to {MAX_RESOLUTION}"
+        ));
+    }
+    Ok((h, w))
 }
 
 /// The resolved checkpoint folders.
@@ -239,7 +250,12 @@ impl ModelArgs {
             });
         };
         let tokenizer = match &self.tokenizer {
-            Some(path) => Some(illume::weights::resolve_path(path)?),
+            Some(path) => {
+                let path = illume::weights::resolve_path(path)?;
+                // Read its header now: a wrong path fails before the generation, not after.
+                illume::weights::Checkpoint::open(&path)?;
+                Some(path)
+            }
             None if need_decoder => {
                 return Err(
                     "--tokenizer is required with --model: DualViTok decodes the generated \
@@ -312,12 +328,11 @@ impl Observer for TokenProgress {
     }
 }
 
-/// Decode image tokens to a PNG with DualViTok's pixel decoder. (The diffusion decoder is
+/// Decode image tokens to pixels with DualViTok's pixel decoder. (The diffusion decoder is
 /// the other way to turn tokens into pixels.)
-pub(super) fn decode_to_png<B: IllumeBackend>(
+pub(super) fn decode_tokens<B: IllumeBackend>(
     tokens: &DualTokens,
     tokenizer: &Path,
-    output: &Path,
     device: &B::Device,
     bar: &ProgressBar,
 ) -> Result<image::RgbImage, Box<dyn std::error::Error>> {
@@ -327,14 +342,14 @@ pub(super) fn decode_to_png<B: IllumeBackend>(
     bar.set_message(format!("loading DualViTok from {}", tokenizer.display()));
     let decoder = DualViTok::<B>::load(tokenizer, device)?;
     bar.set_message("decoding the tokens to pixels");
-    let image = decoder.decode_rgb(tokens)?;
-    image_io::write_png(&image, output)?;
-    Ok(image)
+    Ok(decoder.decode_rgb(tokens)?)
 }
 
 struct Generate<'a> {
     args: &'a Args,
     models: Models,
+    /// The diffusion decoder folder, with --diffusion.
+    decoder: Option<PathBuf>,
 }
 
 impl BackendTask for Generate<'_> {
@@ -356,12 +371,12 @@ impl BackendTask for Generate<'_> {
                 .tokenizer
                 .as_deref()
                 .expect("checked by resolve");
-            match &self.args.diffusion.diffusion {
+            match &self.decoder {
                 None => {
-                    decode_to_png::<B>(&image.tokens, tokenizer, &self.args.output, &device, &bar)?;
+                    let pixels = decode_tokens::<B>(&image.tokens, tokenizer, &device, &bar)?;
+                    image_io::write_png(&pixels, &self.args.output)?;
                 }
-                Some(_) => {
-                    let decoder = self.args.diffusion.decoder_path()?;
+                Some(decoder) => {
                     bar.set_message(format!("loading DualViTok from {}", tokenizer.display()));
                     let codes = DualViTok::<B>::load(tokenizer, &device)?;
                     let extra = vec![
@@ -379,7 +394,7 @@ impl BackendTask for Generate<'_> {
                     render_to_png(
                         &image.tokens,
                         &codes,
-                        &decoder,
+                        decoder,
                         &self.args.diffusion,
                         None,
                         self.args.sampling.seed,
@@ -398,13 +413,17 @@ impl BackendTask for Generate<'_> {
 }
 
 pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
-    if args.diffusion.steps == 0 {
-        return Err("--steps must be at least 1".into());
-    }
+    // Every path is checked before the generation, not after it.
+    image_io::check_png_output(&args.output)?;
     let models = args.models.resolve(true)?;
+    let decoder = match &args.diffusion.diffusion {
+        Some(_) => Some(args.diffusion.decoder_path()?),
+        None => None,
+    };
     let (tokens, seconds) = compute.run(Generate {
         args: &args,
         models,
+        decoder,
     })??;
     eprintln!(
         "{tokens} tokens in {seconds:.1} s ({:.1} tokens/s)",
@@ -436,5 +455,8 @@ mod tests {
         let err = parse_size("512").unwrap_err();
         assert!(err.contains("WxH"), "{err}");
         assert!(parse_size("ax512").is_err());
+        let err = parse_size("513x511").unwrap_err();
+        assert!(err.starts_with("513x511:"), "{err}");
+        assert!(parse_size("1088x64").is_err());
     }
 }

@@ -17,6 +17,7 @@ mod reconstruct;
 mod tokenize;
 mod understand;
 mod upscale;
+mod values;
 
 /// ILLUME+ in pure Rust: understand images, generate and edit them, on CUDA, WGPU or CPU.
 #[derive(Debug, Parser)]

@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(short, long, value_name = "OUT.png")]
     pub output: PathBuf,
     /// Largest image accepted, in pixels (width x height).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PIXELS)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PIXELS, value_parser = super::values::positive)]
     pub max_pixels: usize,
 }
 
@@ -57,6 +57,7 @@ impl BackendTask for Reconstruct<'_> {
 }
 
 pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
+    image_io::check_png_output(&args.output)?;
     let checkpoint = tokenizer_path(args.tokenizer.as_deref())?;
     let (tokens, [width, height]) = compute.run(Reconstruct {
         args: &args,

@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Largest image accepted, in pixels (width x height).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PIXELS)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PIXELS, value_parser = super::values::positive)]
     pub max_pixels: usize,
 }
 

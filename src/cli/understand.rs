@@ -31,19 +31,19 @@ pub struct Args {
     /// The question.
     pub question: String,
     /// Stop after this many tokens.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = super::values::positive)]
     pub max_new_tokens: usize,
     /// Sample instead of greedy decoding, with this seed (ChaCha8).
     #[arg(long, value_name = "SEED")]
     pub sample: Option<u64>,
-    /// Temperature when sampling.
-    #[arg(long, default_value_t = 0.7)]
+    /// Temperature when sampling (> 0).
+    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true, value_parser = super::values::temperature)]
     pub temperature: f32,
     /// Top-k when sampling (0 = off).
     #[arg(long, default_value_t = 20)]
     pub top_k: usize,
-    /// Top-p when sampling (1 = off).
-    #[arg(long, default_value_t = 0.8)]
+    /// Top-p when sampling, in (0, 1] (1 = off).
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = super::values::top_p)]
     pub top_p: f32,
 }
 

@@ -58,19 +58,22 @@ pub struct DiffusionArgs {
     /// decoder without it.
     #[arg(long, value_name = "DIR")]
     pub diffusion: Option<PathBuf>,
-    /// Denoising steps of the diffusion decoder (the official demos use 20, evaluation 50).
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    /// Denoising steps of the diffusion decoder, 1 to 1000 (the official demos use 20,
+    /// evaluation 50).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = super::values::steps)]
     pub steps: usize,
     /// Classifier-free guidance of the diffusion decoder against an all-zero code map
-    /// (1 = off; the official demos use 1.5 or 2.0).
-    #[arg(long, value_name = "SCALE", default_value_t = 1.5)]
+    /// (1 = off, up to 100; the official demos use 1.5 or 2.0).
+    #[arg(long, value_name = "SCALE", default_value_t = 1.5, allow_negative_numbers = true, value_parser = super::values::guidance)]
     pub diffusion_cfg: f64,
     /// Precision of the DualViTok code map: f16 as the official pipeline computes it, or f32.
     #[arg(long, value_name = "P", value_parser = ["f16", "f32"], default_value = "f16")]
     pub code_precision: String,
-    /// Decode the VAE in exact strips of at most this many MiB per activation (bounds device
-    /// memory for large images; same result as whole decoding).
-    #[arg(long, value_name = "MIB")]
+    /// Decode the VAE in strips of at most this many MiB per activation (bounds device
+    /// memory for large images). Each strip carries its full receptive field, so the
+    /// result equals whole decoding up to float summation order: a few pixels may differ
+    /// by 1 of 255.
+    #[arg(long, value_name = "MIB", value_parser = super::values::positive)]
     pub vae_strip_mib: Option<usize>,
 }
 
@@ -90,12 +93,14 @@ fn parse_output_size(text: &str) -> Result<ImageSize, String> {
 
 impl DiffusionArgs {
     /// The decoder folder: the given path (or cached repo id), else the demo decoder (the
-    /// caller prints the demo notice).
+    /// caller prints the demo notice). Its files are checked here, before any computation.
     pub(super) fn decoder_path(&self) -> Result<PathBuf, Box<dyn std::error::Error>> {
-        match &self.diffusion {
-            Some(path) => Ok(illume::weights::resolve_path(path)?),
-            None => illume::demo::materialize("diffusion", illume::diffusion::demo::write),
-        }
+        let dir = match &self.diffusion {
+            Some(path) => illume::weights::resolve_path(path)?,
+            None => illume::demo::materialize("diffusion", illume::diffusion::demo::write)?,
+        };
+        illume::diffusion::check_decoder_folder(&dir)?;
+        Ok(dir)
     }
 
     fn precision(&self) -> CodePrecision {
@@ -134,7 +139,7 @@ pub(super) fn render_to_png<B: IllumeBackend>(
         guidance_scale: args.diffusion_cfg,
         seed,
         vae_tiling: args.vae_strip_mib.map(|mib| VaeTiling {
-            strip_bytes: mib.max(1) << 20,
+            strip_bytes: mib << 20,
         }),
     };
     bar.set_length(args.steps as u64);
@@ -247,9 +252,7 @@ impl BackendTask for Upscale<'_> {
 }
 
 pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
-    if args.diffusion.steps == 0 {
-        return Err("--steps must be at least 1".into());
-    }
+    image_io::check_png_output(&args.output)?;
     // `tokenizer_path` prints the demo notice for a demo tokenizer.
     let tokenizer = tokenizer_path(args.tokenizer.as_deref())?;
     if args.tokenizer.is_some() && args.diffusion.diffusion.is_none() {
