@@ -107,6 +107,94 @@ fn backend_not_compiled_in_names_the_feature() {
 
 #[test]
 fn bench_prints_a_table_per_backend() {
+    let dir = scratch("bench-ops");
+    let json = dir.join("rows.jsonl");
+    // --item is case-insensitive, and skips the rows it does not match.
+    let stdout = run_ok(&[
+        "bench",
+        "--backends",
+        "ndarray",
+        "--group",
+        "ops",
+        "--item",
+        "MATMUL",
+        "--quick",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("backend: ndarray (f32)"), "{stdout}");
+    assert!(stdout.contains("matmul f32"), "{stdout}");
+    assert!(stdout.contains("GFLOP/s"), "{stdout}");
+    assert!(!stdout.contains("conv2d"), "{stdout}");
+    // One JSON object per printed row, with the documented schema.
+    let printed = stdout.lines().filter(|l| l.starts_with("ops ")).count();
+    let lines = std::fs::read_to_string(&json).unwrap();
+    let records: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(printed > 0 && records.len() == printed, "{stdout}\n{lines}");
+    for record in &records {
+        let mut keys: Vec<&str> = record
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort();
+        let mut expected = [
+            "group",
+            "item",
+            "shape",
+            "backend",
+            "precision",
+            "seconds",
+            "throughput",
+            "unit",
+            "peak_rss_bytes",
+            "note",
+            "official_seconds",
+            "ratio",
+        ];
+        expected.sort();
+        assert_eq!(keys, expected, "{record}");
+        assert_eq!(record["group"], "ops", "{record}");
+        assert_eq!(record["item"], "matmul f32", "{record}");
+        assert_eq!(record["backend"], "ndarray", "{record}");
+        assert_eq!(record["precision"], "f32", "{record}");
+        assert_eq!(record["unit"], "GFLOP/s", "{record}");
+        assert!(record["seconds"].as_f64().unwrap() > 0.0, "{record}");
+        assert!(record["throughput"].as_f64().unwrap() > 0.0, "{record}");
+        assert!(record["official_seconds"].is_null() && record["ratio"].is_null());
+        if cfg!(target_os = "linux") {
+            assert!(record["peak_rss_bytes"].as_u64().unwrap() > 0, "{record}");
+        }
+    }
+
+    // An --item that matches nothing lists the names, before measuring anything.
+    let out = illume(&[
+        "bench",
+        "--backends",
+        "ndarray",
+        "--group",
+        "ops",
+        "--item",
+        "no-such-row",
+        "--quick",
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    for needle in ["--item", "no-such-row", "matmul f32", "conv2d 3x3 f32"] {
+        assert!(
+            stderr.contains(needle),
+            "`{needle}` missing from:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!text(&out.stdout).contains("backend: ndarray"));
+
+    // An unwritable --json fails before measuring, naming the flag and the path.
+    let bad = dir.join("no-such-dir").join("rows.jsonl");
     let out = illume(&[
         "bench",
         "--backends",
@@ -114,12 +202,16 @@ fn bench_prints_a_table_per_backend() {
         "--group",
         "ops",
         "--quick",
+        "--json",
+        bad.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    assert!(stdout.contains("backend: ndarray (f32)"), "{stdout}");
-    assert!(stdout.contains("matmul f32"), "{stdout}");
-    assert!(stdout.contains("GFLOP/s"), "{stdout}");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--json") && stderr.contains("no-such-dir"),
+        "{stderr}"
+    );
+    assert!(!text(&out.stdout).contains("backend: ndarray"));
 }
 
 /// A fresh scratch folder for one test's files.
@@ -383,6 +475,8 @@ fn bench_model_groups_run_quick() {
         "--group",
         "diffusion",
         "--quick",
+        "--json",
+        json.to_str().unwrap(),
     ]);
     for needle in [
         "encode",
@@ -395,5 +489,24 @@ fn bench_model_groups_run_quick() {
             stdout.contains(needle),
             "`{needle}` missing from:\n{stdout}"
         );
+    }
+    // Every printed row is also a JSON line, in the same order.
+    let printed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            ["dualvitok ", "mllm ", "diffusion "]
+                .iter()
+                .any(|g| l.starts_with(g))
+        })
+        .collect();
+    let lines = std::fs::read_to_string(&json).unwrap();
+    let records: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), printed.len(), "{stdout}\n{lines}");
+    for (record, row) in records.iter().zip(&printed) {
+        let item = record["item"].as_str().unwrap();
+        assert!(row.contains(item.trim()), "{row} / {record}");
     }
 }

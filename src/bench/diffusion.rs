@@ -10,14 +10,17 @@ use illume_diffusion::vae::AutoencoderKL;
 use illume_diffusion::{demo, CrossAttentionContext, UNetConditioning, TEXT_TOKENS};
 use illume_dualvitok::demo::fill_random;
 
-use super::{memory, time_median, Options, Row};
+use super::{time_median, with_peak, Row, Sink};
 
 /// Official PyTorch seconds for the same work (perf_targets.md), for the ratio column.
 const OFFICIAL_UNET_S: f64 = 15.3;
 const OFFICIAL_VAE_S: f64 = 9.5;
 
-pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row> {
-    let (unet_config, vae_config, latent, label) = if options.quick {
+const GROUP: &str = "diffusion";
+
+pub fn rows<B: IllumeBackend>(device: &B::Device, sink: &mut Sink) {
+    let quick = sink.quick();
+    let (unet_config, vae_config, latent, label) = if quick {
         (
             demo::demo_unet_config(),
             demo::demo_vae_config(),
@@ -32,72 +35,69 @@ pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row>
             "SDXL",
         )
     };
-    let (warmup, iters) = if options.quick { (1, 2) } else { (1, 3) };
-    let ratio = |seconds: f64, official: f64| {
-        if options.quick {
-            String::new()
-        } else {
-            format!(
-                "official PyTorch {official:.1} s: {:.2}x",
-                official / seconds
-            )
-        }
-    };
-    let mut rows = Vec::new();
+    let (warmup, iters) = if quick { (1, 2) } else { (1, 3) };
+    // The official timings are for the SDXL shapes only.
+    let official = |seconds: f64| (!quick).then_some(seconds);
 
-    let unet = fill_random(
-        UNet2DConditionModel::<B>::new(&unet_config, device),
-        1,
-        device,
-    );
-    let sample = Tensor::<B, 4>::random(
-        [2, unet_config.in_channels, latent, latent],
-        Distribution::Normal(0.0, 1.0),
-        device,
-    );
-    let cond = UNetConditioning {
-        context: CrossAttentionContext::Zeros {
-            tokens: TEXT_TOKENS,
-        },
-        text_embeds: None,
-        time_ids: vec![0.0, 0.0, 0.0, 0.0, 0.0, 11.0],
-    };
-    memory::reset_peak();
-    let time = time_median(warmup, iters, || {
-        let out = unet.forward(sample.clone(), 667.0, &cond);
-        let _ = out.slice([0..1, 0..1, 0..1, 0..1]).into_data();
-    });
-    rows.push(Row {
-        group: "diffusion",
-        item: format!("UNet step, CFG ({label})"),
-        shape: format!("[2,{},{latent},{latent}]", unet_config.in_channels),
-        time,
-        throughput: None,
-        peak_rss: memory::peak(),
-        note: ratio(time.as_secs_f64(), OFFICIAL_UNET_S),
-    });
-    drop(unet);
+    let item = format!("UNet step, CFG ({label})");
+    if sink.wants(GROUP, &item) {
+        let unet = fill_random(
+            UNet2DConditionModel::<B>::new(&unet_config, device),
+            1,
+            device,
+        );
+        let sample = Tensor::<B, 4>::random(
+            [2, unet_config.in_channels, latent, latent],
+            Distribution::Normal(0.0, 1.0),
+            device,
+        );
+        let cond = UNetConditioning {
+            context: CrossAttentionContext::Zeros {
+                tokens: TEXT_TOKENS,
+            },
+            text_embeds: None,
+            time_ids: vec![0.0, 0.0, 0.0, 0.0, 0.0, 11.0],
+        };
+        let (time, peak_rss) = with_peak(|| {
+            time_median(warmup, iters, || {
+                let out = unet.forward(sample.clone(), 667.0, &cond);
+                let _ = out.slice([0..1, 0..1, 0..1, 0..1]).into_data();
+            })
+        });
+        sink.emit(Row {
+            group: GROUP,
+            item,
+            shape: format!("[2,{},{latent},{latent}]", unet_config.in_channels),
+            time,
+            peak_rss,
+            official: official(OFFICIAL_UNET_S),
+            ..Row::default()
+        });
+    }
 
-    let vae = fill_random(AutoencoderKL::<B>::new(&vae_config, device), 2, device);
-    let latents = Tensor::<B, 4>::random(
-        [1, vae_config.latent_channels, latent, latent],
-        Distribution::Normal(0.0, 1.0),
-        device,
-    );
-    memory::reset_peak();
-    let time = time_median(warmup, iters, || {
-        let image = vae.decode(vae.unscale_latents(latents.clone()));
-        let _ = image.slice([0..1, 0..1, 0..1, 0..1]).into_data();
-    });
-    let side = latent * vae_config.scale_factor();
-    rows.push(Row {
-        group: "diffusion",
-        item: format!("VAE decode ({label})"),
-        shape: format!("[1,4,{latent},{latent}] -> {side}x{side}"),
-        time,
-        throughput: None,
-        peak_rss: memory::peak(),
-        note: ratio(time.as_secs_f64(), OFFICIAL_VAE_S),
-    });
-    rows
+    let item = format!("VAE decode ({label})");
+    if sink.wants(GROUP, &item) {
+        let vae = fill_random(AutoencoderKL::<B>::new(&vae_config, device), 2, device);
+        let latents = Tensor::<B, 4>::random(
+            [1, vae_config.latent_channels, latent, latent],
+            Distribution::Normal(0.0, 1.0),
+            device,
+        );
+        let (time, peak_rss) = with_peak(|| {
+            time_median(warmup, iters, || {
+                let image = vae.decode(vae.unscale_latents(latents.clone()));
+                let _ = image.slice([0..1, 0..1, 0..1, 0..1]).into_data();
+            })
+        });
+        let side = latent * vae_config.scale_factor();
+        sink.emit(Row {
+            group: GROUP,
+            item,
+            shape: format!("[1,4,{latent},{latent}] -> {side}x{side}"),
+            time,
+            peak_rss,
+            official: official(OFFICIAL_VAE_S),
+            ..Row::default()
+        });
+    }
 }

@@ -14,13 +14,14 @@ use burn::tensor::{Distribution, Tensor};
 use illume_backends::IllumeBackend;
 use illume_mllm::decoder::{LanguageModel, Qwen2Decoder};
 use illume_mllm::generate::{generate, Silent};
+use illume_mllm::kv_cache::KvCache;
 use illume_mllm::vocab_shards::{default_rows_per_shard, VocabShards};
 use illume_mllm::{
     CfgMode, Chain, DecoderConfig, Decoding, GenerateOptions, ImageGrid, LevelSampling,
     LogitsProcessor, SamplingParams, VocabLayout,
 };
 
-use super::{memory, Options, Row};
+use super::{time_median, with_peak, Row, Sink};
 
 /// Official PyTorch f32 numbers on this machine kind (`perf_targets.md`).
 const OFFICIAL_SMALL_DECODE: f64 = 7.79; // tok/s
@@ -39,81 +40,129 @@ fn random_lm<B: IllumeBackend>(config: &DecoderConfig, device: &B::Device) -> La
     LanguageModel::from_parts(config.clone(), decoder, embed, None)
 }
 
-/// Seconds of a prefill of `n` tokens, and of one decode step (1 or 2 rows).
-struct Timings {
-    prefill: f64,
-    decode: f64,
-    decode_batched_cfg: f64,
-    decode_sequential_cfg: f64,
+const GROUP: &str = "mllm";
+
+/// Which measurements of one model to make (one per row).
+#[derive(Debug, Clone, Copy)]
+struct Parts {
+    prefill: bool,
+    decode: bool,
+    batched_cfg: bool,
+    sequential_cfg: bool,
+    batched_image: bool,
+    sequential_image: bool,
 }
 
+impl Parts {
+    fn any(self) -> bool {
+        self.prefill
+            || self.decode
+            || self.batched_cfg
+            || self.sequential_cfg
+            || self.batched_image
+            || self.sequential_image
+    }
+}
+
+/// Seconds of one measurement and the peak resident bytes while it ran.
+type Timed = (f64, Option<u64>);
+
+/// Seconds of a prefill of `n` tokens, of one decode step (1 or 2 rows) and of one image's
+/// generation, for the parts that were measured.
+#[derive(Debug, Default)]
+struct Timings {
+    prefill: Option<Timed>,
+    decode: Option<Timed>,
+    batched_cfg: Option<Timed>,
+    sequential_cfg: Option<Timed>,
+    batched_image: Option<Timed>,
+    sequential_image: Option<Timed>,
+}
+
+impl Timings {
+    /// Each measured part's seconds through `f(at lo, at hi)`, with the peak of `hi`.
+    fn combine(&self, hi: &Timings, f: impl Fn(f64, f64) -> f64) -> Timings {
+        let at = |lo: Option<Timed>, hi: Option<Timed>| match (lo, hi) {
+            (Some((a, _)), Some((b, peak))) => Some((f(a, b), peak)),
+            _ => None,
+        };
+        Timings {
+            prefill: at(self.prefill, hi.prefill),
+            decode: at(self.decode, hi.decode),
+            batched_cfg: at(self.batched_cfg, hi.batched_cfg),
+            sequential_cfg: at(self.sequential_cfg, hi.sequential_cfg),
+            batched_image: at(self.batched_image, hi.batched_image),
+            sequential_image: at(self.sequential_image, hi.sequential_image),
+        }
+    }
+}
+
+/// The prefill and decode parts of `parts` on `lm` (`steps` timed decode steps each).
 fn measure<B: IllumeBackend>(
     lm: &LanguageModel<B>,
     prompt: usize,
     steps: usize,
+    parts: Parts,
     device: &B::Device,
 ) -> Timings {
     let hidden = lm.config.hidden_size;
-    let embeds =
-        |rows, n| Tensor::<B, 3>::random([rows, n, hidden], Distribution::Normal(0.0, 1.0), device);
-    let sync = |logits: Tensor<B, 2>| {
+    // One forward of `n` new tokens on each of `rows`, waiting for the logits.
+    let forward = |cache: &mut KvCache<B>, n: usize, rows: &[usize]| {
+        let embeds = Tensor::<B, 3>::random(
+            [rows.len(), n, hidden],
+            Distribution::Normal(0.0, 1.0),
+            device,
+        );
+        let logits = lm
+            .forward_last_logits(embeds, cache, rows)
+            .expect("forward");
         let _ = logits.into_data();
     };
-    // Row 0 holds the prompt and three timed runs of `steps` decode steps, each after one
-    // warm-up step.
+    // Row 0 holds the prompt and three runs of one warm-up and `steps` timed decode steps;
+    // row 1 the prompt and the CFG runs' second row.
     let mut cache = lm.new_cache(2, prompt + 3 * (steps + 1));
-    // Warm-up (and the prompt of the decode runs).
-    sync(
-        lm.forward_last_logits(embeds(1, prompt), &mut cache, &[0])
-            .expect("forward"),
-    );
-    cache.truncate(0, 0);
-    let start = Instant::now();
-    sync(
-        lm.forward_last_logits(embeds(1, prompt), &mut cache, &[0])
-            .expect("forward"),
-    );
-    let prefill = start.elapsed().as_secs_f64();
-    sync(
-        lm.forward_last_logits(embeds(1, prompt), &mut cache, &[1])
-            .expect("forward"),
-    );
-    let per_step = |mut step: Box<dyn FnMut() + '_>| {
-        step();
-        let start = Instant::now();
-        for _ in 0..steps {
-            step();
-        }
-        start.elapsed().as_secs_f64() / steps as f64
+    let prefill = parts.prefill.then(|| {
+        forward(&mut cache, prompt, &[0]); // warm-up
+        cache.truncate(0, 0);
+        with_peak(|| {
+            let start = Instant::now();
+            forward(&mut cache, prompt, &[0]);
+            start.elapsed().as_secs_f64()
+        })
+    });
+    let cfg = parts.batched_cfg || parts.sequential_cfg;
+    if !parts.prefill && (parts.decode || cfg) {
+        forward(&mut cache, prompt, &[0]);
+    }
+    if cfg {
+        forward(&mut cache, prompt, &[1]);
+    }
+    let mut per_step = |step: &dyn Fn(&mut KvCache<B>)| {
+        with_peak(|| {
+            step(&mut cache);
+            let start = Instant::now();
+            for _ in 0..steps {
+                step(&mut cache);
+            }
+            start.elapsed().as_secs_f64() / steps as f64
+        })
     };
-    let cache = std::cell::RefCell::new(cache);
-    let decode = per_step(Box::new(|| {
-        sync(
-            lm.forward_last_logits(embeds(1, 1), &mut cache.borrow_mut(), &[0])
-                .expect("forward"),
-        )
-    }));
-    let decode_batched_cfg = per_step(Box::new(|| {
-        sync(
-            lm.forward_last_logits(embeds(2, 1), &mut cache.borrow_mut(), &[0, 1])
-                .expect("forward"),
-        )
-    }));
-    let decode_sequential_cfg = per_step(Box::new(|| {
-        sync(
-            lm.forward_last_logits(embeds(1, 1), &mut cache.borrow_mut(), &[0])
-                .expect("forward"),
-        );
-        sync(
-            lm.forward_last_logits(embeds(1, 1), &mut cache.borrow_mut(), &[1])
-                .expect("forward"),
-        );
-    }));
+    let decode = parts.decode.then(|| per_step(&|c| forward(c, 1, &[0])));
+    let batched_cfg = parts
+        .batched_cfg
+        .then(|| per_step(&|c| forward(c, 1, &[0, 1])));
+    let sequential_cfg = parts.sequential_cfg.then(|| {
+        per_step(&|c| {
+            forward(c, 1, &[0]);
+            forward(c, 1, &[1]);
+        })
+    });
     Timings {
         prefill,
         decode,
-        decode_batched_cfg,
-        decode_sequential_cfg,
+        batched_cfg,
+        sequential_cfg,
+        ..Timings::default()
     }
 }
 
@@ -159,16 +208,16 @@ fn image_generation<B: IllumeBackend>(
     start.elapsed().as_secs_f64()
 }
 
-/// Measured memory bandwidth in bytes/s: `a + b` over 2 × 256 MiB (STREAM "add" counts
-/// three arrays).
-fn bandwidth<B: IllumeBackend>(quick: bool, device: &B::Device) -> f64 {
+/// Measured memory bandwidth in bytes/s, with the median time of one `a + b` over
+/// 2 × 256 MiB (STREAM "add" counts three arrays).
+fn bandwidth<B: IllumeBackend>(quick: bool, device: &B::Device) -> (f64, Duration) {
     let n = if quick { 1 << 22 } else { 1 << 26 };
     let a = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), device);
     let b = Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, 1.0), device);
-    let time = super::time_median(1, 5, || {
+    let time = time_median(1, 5, || {
         let _ = (a.clone() + b.clone()).narrow(0, 0, 1).into_data();
     });
-    3.0 * 4.0 * n as f64 / time.as_secs_f64()
+    (3.0 * 4.0 * n as f64 / time.as_secs_f64(), time)
 }
 
 /// Bytes read from memory per decoded token in f32: every decoder weight and the LM head
@@ -184,34 +233,100 @@ fn with_layers(config: &DecoderConfig, layers: usize) -> DecoderConfig {
     }
 }
 
-fn seconds(s: f64) -> Duration {
-    Duration::from_secs_f64(s.max(0.0))
-}
-
-fn row(item: String, shape: String, time: f64, per_second: Option<f64>, note: String) -> Row {
+/// One row of this group from a measurement in seconds (extrapolations may go below 0).
+fn row(item: &str, shape: String, (time, peak_rss): Timed, tokens: Option<f64>) -> Row {
     Row {
-        group: "mllm",
-        item,
+        group: GROUP,
+        item: item.to_owned(),
         shape,
-        time: seconds(time),
-        throughput: per_second.map(|v| (v, "tok/s")),
-        peak_rss: memory::peak(),
-        note,
+        time: Duration::from_secs_f64(time.max(0.0)),
+        throughput: tokens.map(|n| (n / time, "tok/s")),
+        peak_rss,
+        ..Row::default()
     }
 }
 
-pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row> {
-    let mut rows = Vec::new();
-    let quick = options.quick;
-    let bw = bandwidth::<B>(quick, device);
-    rows.push(Row {
-        group: "mllm",
-        item: "memory bandwidth (a+b, f32)".into(),
-        shape: if quick { "2 x 16 MiB" } else { "2 x 256 MiB" }.into(),
-        time: Duration::ZERO,
-        throughput: Some((bw / 1e9, "GB/s")),
-        peak_rss: None,
-        note: "the roofline's numerator".into(),
+/// The decode row's note: the bandwidth roofline and the share of it reached.
+fn roofline(roofline: f64, seconds: f64) -> String {
+    format!(
+        "roofline {roofline:.2} tok/s ({:.0}% of it)",
+        100.0 / seconds / roofline
+    )
+}
+
+/// "sequential/batched" when both sides were measured.
+fn speed_up(sequential: Option<Timed>, batched: f64) -> String {
+    sequential
+        .map(|(s, _)| format!("sequential/batched {:.2}x", s / batched))
+        .unwrap_or_default()
+}
+
+pub fn rows<B: IllumeBackend>(device: &B::Device, sink: &mut Sink) {
+    let quick = sink.quick();
+    // The official timings are for the real shapes only.
+    let official = |seconds: f64| (!quick).then_some(seconds);
+
+    // Every row is asked for first: the bandwidth feeds the decode rows' roofline.
+    let bandwidth_item = "memory bandwidth (a+b, f32)";
+    let want_bandwidth = sink.wants(GROUP, bandwidth_item);
+    let small_name = if quick {
+        "tiny decoder"
+    } else {
+        "Qwen2.5-0.5B shape"
+    };
+    let small_items = [
+        format!("{small_name} prefill"),
+        format!("{small_name} decode"),
+    ];
+    let small_parts = Parts {
+        prefill: sink.wants(GROUP, &small_items[0]),
+        decode: sink.wants(GROUP, &small_items[1]),
+        batched_cfg: false,
+        sequential_cfg: false,
+        batched_image: false,
+        sequential_image: false,
+    };
+    let big_name = if quick {
+        "tiny image model"
+    } else {
+        "ILLUME+ 3B shape"
+    };
+    let image_size = 256;
+    let big_items = [
+        "prefill".to_owned(),
+        "decode".to_owned(),
+        "CFG step, batched".to_owned(),
+        "CFG step, sequential".to_owned(),
+        format!("{image_size}x{image_size} image, batched CFG"),
+        format!("{image_size}x{image_size} image, sequential CFG"),
+    ]
+    .map(|item| format!("{big_name} {item}"));
+    let [prefill, decode, batched_cfg, sequential_cfg, batched_image, sequential_image] =
+        big_items.each_ref().map(|item| sink.wants(GROUP, item));
+    let big_parts = Parts {
+        prefill,
+        decode,
+        batched_cfg,
+        sequential_cfg,
+        batched_image,
+        sequential_image,
+    };
+
+    let bw = (want_bandwidth || small_parts.decode || big_parts.decode).then(|| {
+        let ((bw, time), peak_rss) = with_peak(|| bandwidth::<B>(quick, device));
+        if want_bandwidth {
+            sink.emit(Row {
+                group: GROUP,
+                item: bandwidth_item.into(),
+                shape: if quick { "2 x 16 MiB" } else { "2 x 256 MiB" }.into(),
+                time,
+                throughput: Some((bw / 1e9, "GB/s")),
+                peak_rss,
+                note: "the roofline's numerator".into(),
+                ..Row::default()
+            });
+        }
+        bw
     });
 
     // Qwen2.5-0.5B shape, all layers.
@@ -228,51 +343,39 @@ pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row>
     } else {
         DecoderConfig::qwen2_5_0_5b()
     };
-    let (prompt_small, steps) = if quick { (32, 4) } else { (256, 24) };
-    memory::reset_peak();
-    let lm = random_lm::<B>(&small, device);
-    let t = measure(&lm, prompt_small, steps, device);
-    drop(lm);
-    let name = if quick {
-        "tiny decoder"
-    } else {
-        "Qwen2.5-0.5B shape"
-    };
-    rows.push(row(
-        format!("{name} prefill"),
-        format!("{prompt_small} tokens"),
-        t.prefill,
-        Some(prompt_small as f64 / t.prefill),
-        if quick {
-            String::new()
-        } else {
-            format!(
-                "PyTorch {OFFICIAL_SMALL_PREFILL} tok/s: {:.2}x",
-                prompt_small as f64 / t.prefill / OFFICIAL_SMALL_PREFILL
-            )
-        },
-    ));
-    let roofline_small = bw / bytes_per_token(&small);
-    rows.push(row(
-        format!("{name} decode"),
-        format!("1 row, after {prompt_small}"),
-        t.decode,
-        Some(1.0 / t.decode),
-        format!(
-            "{}roofline {:.1} tok/s ({:.0}% of it)",
-            if quick {
-                String::new()
-            } else {
-                format!(
-                    "PyTorch {OFFICIAL_SMALL_DECODE} tok/s: {:.2}x; ",
-                    1.0 / t.decode / OFFICIAL_SMALL_DECODE
+    if small_parts.any() {
+        let (prompt, steps) = if quick { (32, 4) } else { (256, 24) };
+        let lm = random_lm::<B>(&small, device);
+        let t = measure(&lm, prompt, steps, small_parts, device);
+        drop(lm);
+        if let Some(prefill) = t.prefill {
+            sink.emit(Row {
+                official: official(prompt as f64 / OFFICIAL_SMALL_PREFILL),
+                ..row(
+                    &small_items[0],
+                    format!("{prompt} tokens"),
+                    prefill,
+                    Some(prompt as f64),
                 )
-            },
-            roofline_small,
-            100.0 / t.decode / roofline_small
-        ),
-    ));
+            });
+        }
+        if let (Some(decode), Some(bw)) = (t.decode, bw) {
+            sink.emit(Row {
+                official: official(1.0 / OFFICIAL_SMALL_DECODE),
+                note: roofline(bw / bytes_per_token(&small), decode.0),
+                ..row(
+                    &small_items[1],
+                    format!("1 row, after {prompt}"),
+                    decode,
+                    Some(1.0),
+                )
+            });
+        }
+    }
 
+    if !big_parts.any() {
+        return;
+    }
     // ILLUME+ 3B shape: extrapolated from 1 and 3 layers unless asked for the full model.
     let big = if quick {
         DecoderConfig {
@@ -284,132 +387,98 @@ pub fn rows<B: IllumeBackend>(device: &B::Device, options: &Options) -> Vec<Row>
         DecoderConfig::illume_plus_3b()
     };
     let full = !quick && std::env::var_os("ILLUME_BENCH_FULL_3B").is_some();
-    let (prompt_big, steps_big) = if quick { (32, 4) } else { (128, 12) };
+    let (prompt, steps) = if quick { (32, 4) } else { (128, 12) };
     let layout = if quick {
         VocabLayout::extended(240, 239, [256, 768], big.vocab_size)
     } else {
         VocabLayout::extended(151_665, 151_645, [32_768, 98_304], big.vocab_size)
     }
     .expect("the image vocabulary fits");
-    let image_size = 256;
     let probe = |layers: usize| {
-        memory::reset_peak();
         let lm = random_lm::<B>(&with_layers(&big, layers), device);
-        let t = measure(&lm, prompt_big, steps_big, device);
-        let batched = image_generation(&lm, &layout, image_size, CfgMode::Batched, device);
-        let sequential = image_generation(&lm, &layout, image_size, CfgMode::Sequential, device);
-        (t, batched, sequential, memory::peak())
+        let mut t = measure(&lm, prompt, steps, big_parts, device);
+        let image = |mode| with_peak(|| image_generation(&lm, &layout, image_size, mode, device));
+        t.batched_image = big_parts.batched_image.then(|| image(CfgMode::Batched));
+        t.sequential_image = big_parts
+            .sequential_image
+            .then(|| image(CfgMode::Sequential));
+        t
     };
     let target = big.num_hidden_layers;
-    let (t, batched, sequential, how, rss) = if full {
-        let (t, b, s, rss) = probe(target);
-        (t, b, s, format!("{target} layers"), rss)
+    let (t, how) = if full {
+        (probe(target), format!("{target} layers"))
     } else {
         let (lo, hi) = (1, 3);
-        let (t1, b1, s1, _) = probe(lo);
-        let (t3, b3, s3, rss) = probe(hi);
+        let t1 = probe(lo);
+        let t3 = probe(hi);
         let at = |a: f64, b: f64| a + (b - a) * (target - lo) as f64 / (hi - lo) as f64;
         (
-            Timings {
-                prefill: at(t1.prefill, t3.prefill),
-                decode: at(t1.decode, t3.decode),
-                decode_batched_cfg: at(t1.decode_batched_cfg, t3.decode_batched_cfg),
-                decode_sequential_cfg: at(t1.decode_sequential_cfg, t3.decode_sequential_cfg),
-            },
-            at(b1, b3),
-            at(s1, s3),
+            t1.combine(&t3, at),
             format!("{target} layers, extrapolated from {lo} and {hi}"),
-            rss,
         )
     };
-    let name = if quick {
-        "tiny image model"
-    } else {
-        "ILLUME+ 3B shape"
-    };
-    let mut push =
-        |item: String, shape: String, time: f64, per_second: Option<f64>, note: String| {
-            rows.push(Row {
-                peak_rss: rss,
-                ..row(item, shape, time, per_second, note)
-            })
-        };
-    push(
-        format!("{name} prefill"),
-        format!("{prompt_big} tokens, {how}"),
-        t.prefill,
-        Some(prompt_big as f64 / t.prefill),
-        if quick {
-            String::new()
-        } else {
-            format!(
-                "PyTorch {OFFICIAL_3B_PREFILL} tok/s: {:.2}x",
-                prompt_big as f64 / t.prefill / OFFICIAL_3B_PREFILL
+    let [prefill, decode, batched_cfg, sequential_cfg, batched_image, sequential_image] =
+        &big_items;
+    if let Some(measured) = t.prefill {
+        sink.emit(Row {
+            official: official(prompt as f64 / OFFICIAL_3B_PREFILL),
+            ..row(
+                prefill,
+                format!("{prompt} tokens, {how}"),
+                measured,
+                Some(prompt as f64),
             )
-        },
-    );
-    let roofline_big = bw / bytes_per_token(&big);
-    push(
-        format!("{name} decode"),
-        format!("1 row, {how}"),
-        t.decode,
-        Some(1.0 / t.decode),
-        format!(
-            "{}roofline {:.2} tok/s ({:.0}% of it)",
-            if quick {
-                String::new()
-            } else {
-                format!(
-                    "PyTorch {OFFICIAL_3B_DECODE} tok/s: {:.2}x; ",
-                    1.0 / t.decode / OFFICIAL_3B_DECODE
-                )
-            },
-            roofline_big,
-            100.0 / t.decode / roofline_big
-        ),
-    );
-    push(
-        format!("{name} CFG step, batched"),
-        format!("2 rows in 1 call, {how}"),
-        t.decode_batched_cfg,
-        Some(1.0 / t.decode_batched_cfg),
-        format!(
-            "sequential/batched {:.2}x",
-            t.decode_sequential_cfg / t.decode_batched_cfg
-        ),
-    );
-    push(
-        format!("{name} CFG step, sequential"),
-        format!("2 calls of 1 row, {how}"),
-        t.decode_sequential_cfg,
-        Some(1.0 / t.decode_sequential_cfg),
-        String::new(),
-    );
+        });
+    }
+    if let (Some(measured), Some(bw)) = (t.decode, bw) {
+        sink.emit(Row {
+            official: official(1.0 / OFFICIAL_3B_DECODE),
+            note: roofline(bw / bytes_per_token(&big), measured.0),
+            ..row(decode, format!("1 row, {how}"), measured, Some(1.0))
+        });
+    }
+    if let Some(measured) = t.batched_cfg {
+        sink.emit(Row {
+            note: speed_up(t.sequential_cfg, measured.0),
+            ..row(
+                batched_cfg,
+                format!("2 rows in 1 call, {how}"),
+                measured,
+                Some(1.0),
+            )
+        });
+    }
+    if let Some(measured) = t.sequential_cfg {
+        sink.emit(row(
+            sequential_cfg,
+            format!("2 calls of 1 row, {how}"),
+            measured,
+            Some(1.0),
+        ));
+    }
     let tokens = ImageGrid::for_size(image_size, image_size).max_new_tokens();
-    push(
-        format!("{name} 256x256 image, batched CFG"),
-        format!("{tokens} tokens, {how}"),
-        batched,
-        Some(tokens as f64 / batched),
-        format!(
-            "sequential/batched {:.2}x{}",
-            sequential / batched,
-            if quick {
-                String::new()
-            } else {
-                format!(
-                    "; PyTorch ~{OFFICIAL_3B_IMAGE} s: {:.2}x",
-                    OFFICIAL_3B_IMAGE / batched
-                )
-            }
-        ),
-    );
-    push(
-        format!("{name} 256x256 image, sequential CFG"),
-        format!("{tokens} tokens, {how}"),
-        sequential,
-        Some(tokens as f64 / sequential),
-        "the official form: a second model call per step".into(),
-    );
-    rows
+    if let Some(measured) = t.batched_image {
+        sink.emit(Row {
+            official: official(OFFICIAL_3B_IMAGE),
+            note: speed_up(t.sequential_image, measured.0),
+            ..row(
+                batched_image,
+                format!("{tokens} tokens, {how}"),
+                measured,
+                Some(tokens as f64),
+            )
+        });
+    }
+    if let Some(measured) = t.sequential_image {
+        sink.emit(Row {
+            official: official(OFFICIAL_3B_IMAGE),
+            note: "the official form: a second model call per step".into(),
+            ..row(
+                sequential_image,
+                format!("{tokens} tokens, {how}"),
+                measured,
+                Some(tokens as f64),
+            )
+        });
+    }
 }
