@@ -94,7 +94,29 @@ impl Checkpoint {
             Self::open_pytorch(&file)?
         };
         checkpoint.path = path.to_path_buf();
+        checkpoint.check_shapes()?;
         Ok(checkpoint)
+    }
+
+    /// Every shape must be one a backend can index: the product of its dimensions, empty
+    /// ones counted as 1, fits in `isize` (ndarray asserts this even for zero elements).
+    fn check_shapes(&self) -> Result<(), WeightsError> {
+        for (name, snapshot) in &self.tensors {
+            let extent = snapshot
+                .shape
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d.max(1) as u64));
+            if !extent.is_some_and(|n| n <= isize::MAX as u64) {
+                return Err(self.tensor_error(
+                    name,
+                    format!(
+                        "shape {:?}: its dimensions multiply past the address space",
+                        snapshot.shape.to_vec()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn open_safetensors(file: &Path) -> Result<Self, WeightsError> {
@@ -248,9 +270,14 @@ impl Checkpoint {
             .tensors
             .get(name)
             .ok_or_else(|| self.tensor_error(name, "not in the checkpoint".into()))?;
-        snapshot
+        let data = snapshot
             .to_data()
-            .map_err(|e| self.tensor_error(name, format!("cannot read its bytes: {e:?}")))
+            .map_err(|e| self.tensor_error(name, format!("cannot read its bytes: {e:?}")))?;
+        // Any other byte is undefined behaviour as a Rust `bool` once cast.
+        if matches!(data.dtype, DType::Bool(_)) && data.as_bytes().iter().any(|b| *b > 1) {
+            return Err(self.tensor_error(name, "bool data holds bytes other than 0 and 1".into()));
+        }
+        Ok(data)
     }
 
     fn tensor_error(&self, name: &str, reason: String) -> WeightsError {

@@ -392,12 +392,26 @@ impl View {
             shape.push(usize::try_from(size).map_err(|_| "size does not fit in memory")?);
             stride.push(step);
         }
-        let span = if numel == 0 { 0 } else { last + 1 };
+        let span = if numel == 0 {
+            0
+        } else {
+            last.checked_add(1)
+                .ok_or_else(|| format!("stride {:?} overflows", record.stride))?
+        };
         if numel > 0 && span > storage.numel {
             return Err(format!(
                 "offset {} with size {:?} and stride {:?} reaches element {} of storage `{}`, \
                  which has {} elements",
                 record.offset, record.shape, record.stride, last, storage.key, storage.numel
+            ));
+        }
+        // An expanded view (stride 0) would materialise more values than the file holds:
+        // allocation must stay bounded by the file, so it is refused.
+        if numel > storage.numel {
+            return Err(format!(
+                "size {:?} with stride {:?} has {numel} elements, more than the {} of storage \
+                 `{}` (an expanded view; save it with .contiguous())",
+                record.shape, record.stride, storage.numel, storage.key
             ));
         }
         Ok(Self {

@@ -339,6 +339,34 @@ fn bad_views_and_storages_are_errors_naming_the_tensor() {
             one_tensor("rank.bin", "FloatStorage", 6, 0, &[2, 3], &[1], six()),
             "different ranks",
         ),
+        // Found by the fuzz harness: 536 bytes asked for 134 MB (or 26 TB, aborting).
+        (
+            "expanded (stride 0) view",
+            one_tensor(
+                "expanded.bin",
+                "FloatStorage",
+                6,
+                0,
+                &[1 << 24],
+                &[0],
+                six(),
+            ),
+            "expanded view",
+        ),
+        // Found by the fuzz harness: `last + 1` overflowed.
+        (
+            "stride reaching u64::MAX",
+            one_tensor(
+                "overflow.bin",
+                "FloatStorage",
+                6,
+                0,
+                &[3, 2],
+                &[i64::MAX, 1],
+                six(),
+            ),
+            "overflows",
+        ),
     ];
     for (what, path, needle) in cases {
         let err = data_err(&path);
