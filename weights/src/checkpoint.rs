@@ -106,7 +106,7 @@ impl Checkpoint {
                 .shape
                 .iter()
                 .try_fold(1u64, |n, &d| n.checked_mul(d.max(1) as u64));
-            if !extent.is_some_and(|n| n <= isize::MAX as u64) {
+            if extent.is_none_or(|n| n > isize::MAX as u64) {
                 return Err(self.tensor_error(
                     name,
                     format!(
