@@ -130,6 +130,7 @@ where
             max_shared_memory_size: Some(properties.hardware.max_shared_memory_size),
             f16: properties.supports_type(ElemType::Float(FloatKind::F16)),
             bf16: properties.supports_type(ElemType::Float(FloatKind::BF16)),
+            host_memory: false,
         }
     }
 }

@@ -17,6 +17,10 @@ pub struct DeviceLimits {
     /// Whether kernels can compute in f16 / bf16 on this device.
     pub f16: bool,
     pub bf16: bool,
+    /// Whether tensors live in this process's memory (the CPU backends), so that a model's
+    /// weights must fit in the machine's RAM. GPU backends hold them in device memory,
+    /// which their runtime does not report.
+    pub host_memory: bool,
 }
 
 impl DeviceLimits {
@@ -27,7 +31,16 @@ impl DeviceLimits {
             max_shared_memory_size: None,
             f16: false,
             bf16: false,
+            host_memory: true,
         }
+    }
+
+    /// Bytes per weight of backend `B` when its weights live in host memory, for the
+    /// memory check done before a model is built; `None` on GPU backends.
+    pub fn host_bytes_per_weight<B: IllumeBackend>(device: &B::Device) -> Option<u64> {
+        B::limits(device)
+            .host_memory
+            .then_some(std::mem::size_of::<B::FloatElem>() as u64)
     }
 
     /// Rows of `row_bytes` bytes that fit in one storage binding (`usize::MAX` when unbounded):

@@ -26,12 +26,13 @@ pub struct DeclaredSize {
 
 impl DeclaredSize {
     /// Refuse a config whose model cannot be the checkpoint's (more parameters than the
-    /// checkpoint holds values) or cannot fit in this machine's memory at
-    /// `bytes_per_parameter`, before the model is built.
+    /// checkpoint holds values) or, when its weights live in host memory at
+    /// `host_bytes_per_parameter`, cannot fit in this machine's memory; before the model is
+    /// built.
     pub fn check(
         &self,
         checkpoint: &Checkpoint,
-        bytes_per_parameter: u64,
+        host_bytes_per_parameter: Option<u64>,
     ) -> Result<(), WeightsError> {
         let held = checkpoint.value_count();
         if self.parameters > held {
@@ -45,7 +46,10 @@ impl DeclaredSize {
                 human_count(held),
             )));
         }
-        self.check_memory(bytes_per_parameter)
+        match host_bytes_per_parameter {
+            Some(bytes) => self.check_memory(bytes),
+            None => Ok(()),
+        }
     }
 
     /// Refuse a model whose weights alone exceed this machine's physical memory.

@@ -629,8 +629,9 @@ fn a_config_declaring_more_parameters_than_the_checkpoint_holds_is_refused() {
         parameters,
         fields: "layers=100000".into(),
     };
-    size(8).check(&checkpoint, 4).unwrap();
-    let err = size(9).check(&checkpoint, 4).unwrap_err().to_string();
+    size(8).check(&checkpoint, Some(4)).unwrap();
+    size(8).check(&checkpoint, None).unwrap();
+    let err = size(9).check(&checkpoint, None).unwrap_err().to_string();
     assert_names(
         &err,
         &["tiny/config.json", "layers=100000", "declared.safetensors"],

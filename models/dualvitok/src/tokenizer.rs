@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{backend::Backend, Tensor};
-use illume_backends::IllumeBackend;
+use illume_backends::{DeviceLimits, IllumeBackend};
 use illume_weights::{Checkpoint, LoadOptions};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -142,7 +142,7 @@ impl<B: IllumeBackend> DualViTok<B> {
         }
         // After the check that this is a DualViTok at all, before anything is built.
         let state = Self::state_dict(&checkpoint)?;
-        size.check(&state, std::mem::size_of::<B::FloatElem>() as u64)?;
+        size.check(&state, DeviceLimits::host_bytes_per_weight::<B>(device))?;
         Self::from_state_dict(&state, config, device)
     }
 

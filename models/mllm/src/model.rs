@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use burn::tensor::{backend::Backend, Tensor};
-use illume_backends::IllumeBackend;
+use illume_backends::{DeviceLimits, IllumeBackend};
 use illume_dualvitok::{DualTokens, DualViTokConfig, TokenGrid};
 use illume_weights::{Checkpoint, LoadOptions};
 use image::RgbImage;
@@ -188,7 +188,10 @@ impl<B: IllumeBackend> IllumeMllm<B> {
             .parameters
             .saturating_add(vision.vit.min_parameter_count());
         size.model = "Qwen2 decoder with its vision tower".into();
-        size.check(&checkpoint, std::mem::size_of::<B::FloatElem>() as u64)?;
+        size.check(
+            &checkpoint,
+            DeviceLimits::host_bytes_per_weight::<B>(device),
+        )?;
         let lm = LanguageModel::load(
             &checkpoint,
             &config.decoder,

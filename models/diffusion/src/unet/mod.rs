@@ -17,7 +17,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
 use burn::tensor::{activation, backend::Backend, Tensor, TensorData};
-use illume_backends::IllumeBackend;
+use illume_backends::{DeviceLimits, IllumeBackend};
 use illume_weights::{Checkpoint, LoadOptions};
 
 use self::blocks::{BlockInputs, DownBlock, MidBlock, Shared, UpBlock};
@@ -100,9 +100,10 @@ impl<B: IllumeBackend> UNet2DConditionModel<B> {
         let checkpoint =
             Checkpoint::open(dir)?.renamed(|key| Some(module_key(key, linear_projection)));
         // Refuse a config too large for this checkpoint before building anything.
-        config
-            .declared_size(&config_path)
-            .check(&checkpoint, std::mem::size_of::<B::FloatElem>() as u64)?;
+        config.declared_size(&config_path).check(
+            &checkpoint,
+            DeviceLimits::host_bytes_per_weight::<B>(device),
+        )?;
         let module = Self::new(&config, device);
         Ok(checkpoint.load_into(module, &LoadOptions::named("UNet2DConditionModel"))?)
     }

@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::GroupNorm;
 use burn::tensor::{backend::Backend, DType, Tensor, TensorData};
-use illume_backends::IllumeBackend;
+use illume_backends::{DeviceLimits, IllumeBackend};
 use illume_weights::{Checkpoint, LoadOptions};
 
 pub use self::config::VaeConfig;
@@ -140,9 +140,10 @@ impl<B: IllumeBackend> AutoencoderKL<B> {
         let config = VaeConfig::from_file(&config_path)?;
         let checkpoint = Checkpoint::open(dir)?;
         // Refuse a config too large for this checkpoint before building anything.
-        config
-            .declared_size(&config_path)
-            .check(&checkpoint, VAE_DTYPE.size() as u64)?;
+        config.declared_size(&config_path).check(
+            &checkpoint,
+            DeviceLimits::host_bytes_per_weight::<B>(device).map(|_| VAE_DTYPE.size() as u64),
+        )?;
         let module = Self::new(&config, device);
         let options = LoadOptions::named("AutoencoderKL decoder")
             .allow_unused("encoder.")
