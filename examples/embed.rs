@@ -1,5 +1,5 @@
-//! Embedding illume-rs in an application: load the ILLUME+ models from paths and run image
-//! understanding, text-to-image and editing through the public API.
+//! Embedding illume-rs in an application through its front door, `illume::pipeline`: load
+//! once, ask about an image, generate with progress and a cancel, edit, decode tokens.
 //!
 //! ```sh
 //! cargo run --release --example embed -- MLLM_DIR DUALVITOK_PATH IMAGE
@@ -11,87 +11,81 @@
 use std::error::Error;
 use std::path::PathBuf;
 
-use illume::backends::NdArray;
-use illume::dualvitok::{image_io, DualViTok};
-use illume::mllm::generate::Silent;
-use illume::mllm::text::TextStream;
-use illume::mllm::{generate::Observer, IllumeMllm, ImageRequest, TextRequest};
-
-/// Prints the answer as it is generated.
-struct Print<'a> {
-    mllm: &'a IllumeMllm<NdArray>,
-    stream: TextStream,
-}
-
-impl Observer for Print<'_> {
-    fn token(&mut self, _step: usize, token: u32) {
-        if let Ok(Some(text)) = self.stream.push(&self.mllm.tokenizer, token) {
-            print!("{text}");
-        }
-    }
-}
+use illume::pipeline::{
+    DecodeRequest, Decoder, EditRequest, Event, Flow, GenerateRequest, ModelSource, NoEvents,
+    Pipeline, PipelineError, TokenKind, UnderstandRequest,
+};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    let (mllm_dir, tokenizer_path, image) = match args.as_slice() {
-        [mllm, tokenizer, image] => (mllm.clone(), tokenizer.clone(), image_io::read_rgb(image)?),
-        [] => {
-            eprintln!("{}", illume::demo::NOTICE);
-            let mllm = illume::demo::materialize("mllm", illume::mllm::demo::write)?;
-            let tokenizer = illume::demo::materialize("dualvitok", illume::dualvitok::demo::write)?;
-            let image =
-                image::RgbImage::from_fn(160, 120, |x, y| image::Rgb([x as u8, y as u8, 96]));
-            (mllm, tokenizer, image)
-        }
+    // The backend is chosen at run time (`auto`: CUDA, a real GPU, else the CPU); the
+    // application code is the same on each.
+    let (builder, image) = match args.as_slice() {
+        [mllm, tokenizer, image] => (
+            Pipeline::builder()
+                .mllm(ModelSource::Path(mllm.clone()))
+                .tokenizer(ModelSource::Path(tokenizer.clone())),
+            image::open(image)?.to_rgb8(),
+        ),
+        [] => (
+            Pipeline::builder(), // every model: the built-in demo
+            image::RgbImage::from_fn(160, 120, |x, y| image::Rgb([x as u8, y as u8, 96])),
+        ),
         _ => return Err("usage: embed [MLLM_DIR DUALVITOK_PATH IMAGE]".into()),
     };
-    let device = Default::default();
+    let pipeline = builder.build()?;
+    println!(
+        "computing on {} in {}",
+        pipeline.backend(),
+        pipeline.dtype()
+    );
 
-    // DualViTok decodes generated tokens; its architecture also builds the MLLM's vision
-    // tower (whose weights are the MLLM checkpoint's own).
-    let tokenizer = DualViTok::<NdArray>::load(&tokenizer_path, &device)?;
-    let mllm = IllumeMllm::<NdArray>::load(&mllm_dir, &tokenizer.config, &device)?;
+    // Understanding: the answer streams as text events.
+    let mut request = UnderstandRequest::new(image.clone(), "Describe this image.");
+    request.text.max_new_tokens = 64;
+    let answer = pipeline.understand(&request, &mut |event: &Event| {
+        if let Event::Token {
+            kind: TokenKind::Text(text),
+            ..
+        } = event
+        {
+            print!("{text}");
+        }
+        Flow::Continue
+    })?;
+    println!("\n({} tokens in {:.1} s)", answer.tokens, answer.seconds);
 
-    // Understanding: greedy, streamed.
-    let mut print = Print {
-        mllm: &mllm,
-        stream: TextStream::default(),
-    };
-    let request = TextRequest {
-        max_new_tokens: 64,
-        ..TextRequest::default()
-    };
-    mllm.understand(&image, "Describe this image.", &request, &mut print)?;
-    println!();
+    // Text-to-image, cancelled after 10 tokens: the pipeline stays usable.
+    let request = GenerateRequest::new("a red fox in the snow", 256, 256);
+    let cancelled = pipeline.generate(&request, &mut |event: &Event| match event {
+        Event::Token { index, .. } if *index >= 9 => Flow::Cancel,
+        _ => Flow::Continue,
+    });
+    assert!(matches!(cancelled, Err(PipelineError::Cancelled)));
 
-    // Text-to-image at 256x256 with the official settings (CFG 2.0, seeded sampling).
-    let generated = mllm.text_to_image(
-        "a red fox in the snow",
-        &ImageRequest::text_to_image(256, 256),
-        &mut Silent,
-    )?;
-    let [h1, w1] = generated.tokens.semantic.shape;
-    let [h2, w2] = generated.tokens.pixel.shape;
-    println!("generated {h1}x{w1} semantic + {h2}x{w2} pixel tokens");
-    image_io::write_png(
-        &tokenizer.decode_rgb(&generated.tokens)?,
-        "embed_generated.png".as_ref(),
-    )?;
+    // The same request to the end, with a progress line.
+    let images = pipeline.generate(&request, &mut |event: &Event| {
+        if let Event::Token { index, max, .. } = event {
+            eprint!("\rtoken {}/{max}", index + 1);
+        }
+        Flow::Continue
+    })?;
+    eprintln!();
+    images[0].save("embed_generated.png".as_ref())?;
 
-    // Editing: generated at the input's anchor, then restored to the input's size.
-    let edited = mllm.edit(
-        &image,
-        "make it look like winter",
-        &ImageRequest::editing(),
-        &mut Silent,
+    // Editing: generated at the input's anchor, restored to the input's size.
+    let edited = pipeline.edit(
+        &EditRequest::new(image, "make it look like winter"),
+        &mut NoEvents,
     )?;
-    let decoded = tokenizer.decode_rgb(&edited.tokens)?;
-    let restored = IllumeMllm::<NdArray>::restore_edit(
-        &decoded,
-        image.width() as usize,
-        image.height() as usize,
+    edited.save("embed_edited.png".as_ref())?;
+
+    // Token grids back to pixels (here the generated image's own).
+    let decoded = pipeline.decode(
+        &DecodeRequest::new(images[0].tokens.clone(), Decoder::Pixel),
+        &mut NoEvents,
     )?;
-    image_io::write_png(&restored, "embed_edited.png".as_ref())?;
+    assert_eq!(decoded.image, images[0].image);
     println!("wrote embed_generated.png and embed_edited.png");
     Ok(())
 }

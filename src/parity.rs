@@ -469,7 +469,9 @@ fn diffusion<B: IllumeBackend>(device: &B::Device) -> Result<Items, ParityError>
         steps: 2,
         guidance_scale: 1.5,
     };
-    let latents = decoder.denoise(code_map, initial, &options, &mut noise, |_| {})?;
+    let latents = decoder.denoise(code_map, initial, &options, &mut noise, |_| {
+        std::ops::ControlFlow::Continue(())
+    })?;
     let pixels = decoder.latents_to_pixels(latents.clone(), None);
     // A UNet twice (cross-attention, GroupNorm, convolutions) and a VAE, in f32.
     Ok(vec![

@@ -510,3 +510,49 @@ fn bench_model_groups_run_quick() {
         assert!(row.contains(item.trim()), "{row} / {record}");
     }
 }
+
+/// `decode` renders `tokenize --json` output as `reconstruct` does; `generate -n 2` writes
+/// numbered files.
+#[test]
+fn decode_of_tokenize_json_equals_reconstruct_and_generate_writes_n_images() {
+    let dir = scratch("decode");
+    let image = test_image(&dir);
+    let image = image.to_str().unwrap();
+    let tokens = dir.join("tokens.json");
+    std::fs::write(&tokens, run_ok(&["tokenize", image, "--json"])).unwrap();
+    let decoded = dir.join("decoded.png");
+    let reconstructed = dir.join("reconstructed.png");
+    run_ok(&[
+        "decode",
+        tokens.to_str().unwrap(),
+        "-o",
+        decoded.to_str().unwrap(),
+    ]);
+    run_ok(&["reconstruct", image, "-o", reconstructed.to_str().unwrap()]);
+    let pixels = |p: &std::path::Path| image::open(p).unwrap().to_rgb8();
+    assert_eq!(pixels(&decoded), pixels(&reconstructed));
+
+    let not_tokens = dir.join("not-tokens.json");
+    std::fs::write(&not_tokens, b"{\"semantic\": 3}").unwrap();
+    let out = illume(&["decode", not_tokens.to_str().unwrap(), "-o", "x.png"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("not-tokens.json") && stderr.contains("tokenize --json"),
+        "{stderr}"
+    );
+
+    let output = dir.join("many.png");
+    run_ok(&[
+        "generate",
+        "x",
+        "--size",
+        "64x64",
+        "-n",
+        "2",
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(png_size(&dir.join("many-1.png")), (64, 64));
+    assert_eq!(png_size(&dir.join("many-2.png")), (64, 64));
+}

@@ -81,9 +81,61 @@ impl FromStr for BackendKind {
     }
 }
 
+/// A backend as asked for: one by name, or `auto`, the best this machine has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// CUDA when compiled in and a device answers, else a wgpu adapter that is a real GPU
+    /// (not a CPU rasteriser such as lavapipe), else the fast CPU backend.
+    #[default]
+    Auto,
+    Kind(BackendKind),
+}
+
+impl BackendChoice {
+    /// The backend this choice means on this machine; `auto` tries the GPUs first (at
+    /// `precision`, so a CUDA device that cannot compute in it is passed over).
+    pub fn resolve(self, precision: Precision) -> BackendKind {
+        match self {
+            BackendChoice::Kind(kind) => kind,
+            BackendChoice::Auto => {
+                if BackendKind::Cuda.is_compiled()
+                    && check_available(BackendKind::Cuda, precision).is_ok()
+                {
+                    return BackendKind::Cuda;
+                }
+                #[cfg(feature = "wgpu")]
+                if crate::wgpu_adapter().is_ok_and(|a| a.device_type != "Cpu") {
+                    return BackendKind::Wgpu;
+                }
+                BackendKind::cpu()
+            }
+        }
+    }
+}
+
+impl FromStr for BackendChoice {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(BackendChoice::Auto);
+        }
+        s.parse().map(BackendChoice::Kind)
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendChoice::Auto => f.write_str("auto"),
+            BackendChoice::Kind(kind) => kind.fmt(f),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("unknown backend `{0}`: choose one of cpu, flex, ndarray, wgpu, cuda")]
+    #[error("unknown backend `{0}`: choose one of auto, cpu, flex, ndarray, wgpu, cuda")]
     Unknown(String),
     #[error(
         "the `{kind}` backend is not compiled into this binary; rebuild with \

@@ -20,7 +20,7 @@ pub mod unfolded_conv;
 
 #[cfg(feature = "wgpu")]
 pub use adapter::{wgpu_adapter, AdapterReport};
-pub use kind::{check_available, run_on, BackendError, BackendKind, BackendTask};
+pub use kind::{check_available, run_on, BackendChoice, BackendError, BackendKind, BackendTask};
 pub use limits::{human_bytes, limits, DeviceLimits};
 pub use ops::{conv2d, IllumeBackend, Modulation};
 pub use precision::{

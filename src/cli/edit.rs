@@ -2,23 +2,14 @@
 
 use std::path::PathBuf;
 
-use illume::backends::{BackendTask, IllumeBackend};
 use illume::dualvitok::image_io;
 use illume::mllm::editing::{nearest_anchor, ANCHORS};
-use illume::mllm::{IllumeMllm, ImageGrid};
+use illume::pipeline::{Decoder, EditRequest};
 
-use illume::mllm::SamplingParams;
-
-use super::generate::{
-    decode_tokens, generation_config_help, spinner, ModelArgs, Models, SamplingArgs,
-    SamplingDefaults, TokenProgress,
+use super::common::{
+    generation_config_help, source, DiffusionArgs, ModelArgs, SamplingArgs, EDITING_DEFAULTS,
 };
-
-/// Editing: CFG 1.5, temperature 0.7, top-k 512, top-p 0.8 (official app tips).
-const EDITING_DEFAULTS: SamplingDefaults = SamplingDefaults {
-    cfg: 1.5,
-    global: SamplingParams::new(0.7, 512, 0.8),
-};
+use super::progress::Progress;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = concat!(
@@ -45,62 +36,31 @@ pub struct Args {
     pub output: PathBuf,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-}
-
-struct Edit<'a> {
-    args: &'a Args,
-    models: Models,
-}
-
-impl BackendTask for Edit<'_> {
-    type Output = Result<(usize, f64, (usize, usize)), Box<dyn std::error::Error>>;
-
-    fn run<B: IllumeBackend>(self, device: B::Device) -> Self::Output {
-        let image = image_io::read_rgb(&self.args.image)?;
-        let bar = spinner();
-        let result = (|| {
-            let (w, h) = (image.width() as usize, image.height() as usize);
-            let anchor = nearest_anchor(w, h, &ANCHORS);
-            let request = self
-                .args
-                .sampling
-                .request(anchor.0, anchor.1, &EDITING_DEFAULTS);
-            let mllm = self.models.load_mllm::<B>(&device, &bar)?;
-            bar.set_message("encoding the input image");
-            let total = ImageGrid::for_size(anchor.0, anchor.1).max_new_tokens();
-            let mut progress = TokenProgress::new(
-                &bar,
-                total,
-                &format!("editing at {}x{}", anchor.0, anchor.1),
-            );
-            let started = std::time::Instant::now();
-            let edited = mllm.edit(&image, &self.args.instruction, &request, &mut progress)?;
-            let seconds = started.elapsed().as_secs_f64();
-            let tokenizer = self
-                .models
-                .tokenizer
-                .as_deref()
-                .expect("checked by resolve");
-            let decoded = decode_tokens::<B>(&edited.tokens, tokenizer, &device, &bar)?;
-            let restored = IllumeMllm::<B>::restore_edit(&decoded, w, h)?;
-            image_io::write_png(&restored, &self.args.output)?;
-            Ok((edited.ids.len(), seconds, anchor))
-        })();
-        bar.finish_and_clear();
-        result
-    }
+    /// With --diffusion, the edit is rendered by the SDXL diffusion decoder (at twice the
+    /// anchor size, then restored to the input's size) instead of DualViTok's pixel decoder.
+    #[command(flatten)]
+    pub diffusion: DiffusionArgs,
 }
 
 pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
     image_io::check_png_output(&args.output)?;
-    let models = args.models.resolve(true)?;
-    let (tokens, seconds, (h, w)) = compute.run(Edit {
-        args: &args,
-        models,
-    })??;
+    let image = image_io::read_rgb(&args.image)?;
+    let (h, w) = nearest_anchor(image.width() as usize, image.height() as usize, &ANCHORS);
+    let mut builder = args.models.builder();
+    let mut request = EditRequest::new(image, args.instruction.clone());
+    request.sampling = args.sampling.request(h, w, &EDITING_DEFAULTS);
+    if let Some(dir) = &args.diffusion.diffusion {
+        builder = builder.diffusion(source(Some(dir)));
+        request.decoder = Decoder::Diffusion(args.diffusion.settings(args.sampling.seed));
+    }
+    let pipeline = compute.open(builder)?;
+    let edited = pipeline.edit(&request, &mut Progress::new())?;
+    edited.save(&args.output)?;
     eprintln!(
-        "{tokens} tokens at the {h}x{w} anchor in {seconds:.1} s ({:.1} tokens/s)",
-        tokens as f64 / seconds.max(1e-9)
+        "{} tokens at the {w}x{h} anchor in {:.1} s ({:.1} tokens/s)",
+        edited.generated_tokens,
+        edited.generation_seconds,
+        edited.generated_tokens as f64 / edited.generation_seconds.max(1e-9)
     );
     println!("wrote {}", args.output.display());
     Ok(())

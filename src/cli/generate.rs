@@ -1,32 +1,15 @@
-//! `illume generate`: text → image tokens with the MLLM → pixels with DualViTok's decoder.
-//!
-//! Also the MLLM helpers `understand` and `edit` share: resolving `--model`/`--tokenizer`
-//! (or the demo models), the sampling flags, and the token progress bar.
+//! `illume generate`: text → image tokens with the MLLM → pixels with DualViTok's pixel
+//! decoder or the diffusion decoder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use illume::backends::{BackendTask, IllumeBackend};
-use illume::dualvitok::{image_io, DualTokens, DualViTok, DualViTokConfig};
-use illume::mllm::generate::Observer;
-use illume::mllm::{
-    CfgMode, Chain, Decoding, IllumeMllm, ImageRequest, LevelSampling, SamplingParams,
+use illume::dualvitok::image_io;
+use illume::pipeline::{Decoder, GenerateRequest};
+
+use super::common::{
+    generation_config_help, DiffusionArgs, ModelArgs, SamplingArgs, GENERATION_DEFAULTS,
 };
-use indicatif::{ProgressBar, ProgressStyle};
-
-pub(super) use super::tokenize::spinner;
-use super::upscale::{render_to_png, DiffusionArgs};
-
-/// What `--help` says about `generation_config.json` (shared by the three MLLM verbs).
-macro_rules! generation_config_help {
-    () => {
-        "generation_config.json of the checkpoint is applied as the official transformers \
-`generate` applies it: eos_token_id ends generation (with <|im_end|>); repetition_penalty (if \
-not 1) penalises already generated ids before the ILLUME processors; temperature/top_k/top_p/\
-do_sample are overridden by this command's flags, as the official calls pass their own; any \
-other logits-changing field is refused with an error."
-    };
-}
-pub(super) use generation_config_help;
+use super::progress::Progress;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = concat!(
@@ -63,144 +46,14 @@ pub struct Args {
     pub size: HeightWidth,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// How many images (each with the next seed: --seed, --seed + 1, ...); with more than
+    /// one, OUT.png becomes OUT-1.png, OUT-2.png, ...
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub count: u8,
     /// With --diffusion, the tokens are rendered at twice the image size by the SDXL
     /// diffusion decoder instead of DualViTok's pixel decoder.
     #[command(flatten)]
     pub diffusion: DiffusionArgs,
-}
-
-/// `--model` and `--tokenizer`.
-#[derive(Debug, clap::Args)]
-pub struct ModelArgs {
-    /// The ILLUME+ MLLM checkpoint folder (config.json, tokenizer.json, safetensors) or a
-    /// Hugging Face repo id in the local cache. Default: the built-in demo model.
-    #[arg(long, value_name = "DIR")]
-    pub model: Option<PathBuf>,
-    /// The DualViTok checkpoint (decodes generated images; its architecture builds the
-    /// MLLM's vision tower). Default: with --model, the released architecture (and weights
-    /// from --tokenizer when decoding is needed); without, the demo DualViTok.
-    #[arg(long, value_name = "PATH")]
-    pub tokenizer: Option<PathBuf>,
-}
-
-/// Sampling flags of image generation.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SamplingArgs {
-    /// Classifier-free guidance scale, 1 (off) to 100 [default: 2.0 for generate, 1.5 for
-    /// edit].
-    #[arg(long, value_name = "SCALE", allow_negative_numbers = true, value_parser = super::values::guidance_f32)]
-    pub cfg: Option<f32>,
-    /// Seed of the sampler (ChaCha8).
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Pick the most likely token instead of sampling (deterministic, usually dull images).
-    #[arg(long)]
-    pub greedy: bool,
-    /// Global (text) temperature (> 0), default for both image levels [default: 1.0 for
-    /// generate, 0.7 for edit].
-    #[arg(long, allow_negative_numbers = true, value_parser = super::values::temperature)]
-    pub temperature: Option<f32>,
-    /// Global top-k (0 = off), default for the semantic level, x3 for the pixel level
-    /// [default: 2048 for generate, 512 for edit].
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// Global top-p in (0, 1] (1 = off) [default: 1.0 for generate, 0.8 for edit].
-    #[arg(long, allow_negative_numbers = true, value_parser = super::values::top_p)]
-    pub top_p: Option<f32>,
-    /// Semantic-level (level 0) temperature [default: --temperature].
-    #[arg(long, allow_negative_numbers = true, value_parser = super::values::temperature)]
-    pub semantic_temperature: Option<f32>,
-    /// Semantic-level top-k [default: --top-k].
-    #[arg(long)]
-    pub semantic_top_k: Option<usize>,
-    /// Semantic-level top-p [default: --top-p].
-    #[arg(long, allow_negative_numbers = true, value_parser = super::values::top_p)]
-    pub semantic_top_p: Option<f32>,
-    /// Pixel-level (level 1) temperature [default: the semantic one].
-    #[arg(long, allow_negative_numbers = true, value_parser = super::values::temperature)]
-    pub pixel_temperature: Option<f32>,
-    /// Pixel-level top-k [default: 3x the semantic one].
-    #[arg(long)]
-    pub pixel_top_k: Option<usize>,
-    /// Pixel-level top-p [default: the semantic one].
-    #[arg(long, allow_negative_numbers = true, value_parser = super::values::top_p)]
-    pub pixel_top_p: Option<f32>,
-    /// Logits processor chain: `eval` (generation_eval) or `app` (ILLUME/app.py).
-    #[arg(long, value_parser = ["eval", "app"], default_value = "eval")]
-    pub preset: String,
-    /// Run the unconditional CFG stream as a second model call per step (the official
-    /// form) instead of batching it with the conditional row.
-    #[arg(long)]
-    pub sequential_cfg: bool,
-}
-
-/// The official recommendations (app tips): generation and editing differ.
-pub(super) struct SamplingDefaults {
-    pub cfg: f32,
-    pub global: SamplingParams,
-}
-
-/// Text-to-image: CFG 2.0, temperature 1.0, top-k 2048, top-p 1.0.
-pub(super) const GENERATION_DEFAULTS: SamplingDefaults = SamplingDefaults {
-    cfg: 2.0,
-    global: SamplingParams::new(1.0, 2048, 1.0),
-};
-
-impl SamplingArgs {
-    /// The request: the official InferenceConfig defaulting, level 1 top-k = 3x level 0.
-    pub(super) fn request(
-        &self,
-        height: usize,
-        width: usize,
-        defaults: &SamplingDefaults,
-    ) -> ImageRequest {
-        let global = SamplingParams::new(
-            self.temperature.unwrap_or(defaults.global.temperature),
-            self.top_k.unwrap_or(defaults.global.top_k),
-            self.top_p.unwrap_or(defaults.global.top_p),
-        );
-        let level0 = SamplingParams::new(
-            self.semantic_temperature.unwrap_or(global.temperature),
-            self.semantic_top_k.unwrap_or(global.top_k),
-            self.semantic_top_p.unwrap_or(global.top_p),
-        );
-        let level1 = SamplingParams::new(
-            self.pixel_temperature.unwrap_or(level0.temperature),
-            self.pixel_top_k.unwrap_or(level0.top_k * 3),
-            self.pixel_top_p.unwrap_or(level0.top_p),
-        );
-        let (chain, text) = match self.preset.as_str() {
-            // app.py: default text sampling 0.7/20/0.8, levels from the UI values.
-            "app" => (Chain::App, SamplingParams::new(0.7, 20, 0.8)),
-            _ => (
-                Chain::Eval {
-                    force_image_start: true,
-                },
-                global,
-            ),
-        };
-        ImageRequest {
-            height,
-            width,
-            guidance: self.cfg.unwrap_or(defaults.cfg),
-            chain,
-            sampling: LevelSampling {
-                text,
-                level0,
-                level1,
-            },
-            decoding: if self.greedy {
-                Decoding::Greedy
-            } else {
-                Decoding::Sample { seed: self.seed }
-            },
-            cfg_mode: if self.sequential_cfg {
-                CfgMode::Sequential
-            } else {
-                CfgMode::Batched
-            },
-        }
-    }
 }
 
 /// An image size as the MLLM's resolution tags hold it: `(height, width)`.
@@ -209,13 +62,12 @@ pub type HeightWidth = (usize, usize);
 /// `WxH` (e.g. `768x384`: 768 wide, 384 high) → `(height, width)`, each a size the MLLM
 /// has a resolution tag for (checked here so the message keeps the user's WxH order).
 fn parse_size(text: &str) -> Result<HeightWidth, String> {
-    use illume::mllm::vocab::{MAX_RESOLUTION, RESOLUTION_STEP};
+    use illume::mllm::vocab::{is_resolution_side, MAX_RESOLUTION, RESOLUTION_STEP};
     let bad = || format!("`{text}` is not WxH (e.g. 512x512, or 768x384 for a wide image)");
     let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
     let side = |s: &str| s.trim().parse::<usize>().map_err(|_| bad());
     let (w, h) = (side(w)?, side(h)?);
-    let tagged = |n: usize| n.is_multiple_of(RESOLUTION_STEP) && (1..=MAX_RESOLUTION).contains(&n);
-    if !(tagged(w) && tagged(h)) {
+    if !(is_resolution_side(w) && is_resolution_side(h)) {
         return Err(format!(
             "{w}x{h}: width and height must be multiples of {RESOLUTION_STEP} from \
              {RESOLUTION_STEP} to {MAX_RESOLUTION}"
@@ -224,224 +76,51 @@ fn parse_size(text: &str) -> Result<HeightWidth, String> {
     Ok((h, w))
 }
 
-/// The resolved checkpoint folders.
-pub(super) struct Models {
-    pub mllm: PathBuf,
-    /// The DualViTok checkpoint, when one is given or the demo is used.
-    pub tokenizer: Option<PathBuf>,
-    pub demo: bool,
-}
-
-impl ModelArgs {
-    /// Resolve paths; materialise the demo models when `--model` is absent. `need_decoder`:
-    /// the verb decodes images, so a DualViTok checkpoint is required.
-    pub(super) fn resolve(&self, need_decoder: bool) -> Result<Models, Box<dyn std::error::Error>> {
-        let Some(model) = &self.model else {
-            eprintln!("{}", illume::demo::NOTICE);
-            let mllm = illume::demo::materialize("mllm", illume::mllm::demo::write)?;
-            let tokenizer = match &self.tokenizer {
-                Some(path) => illume::weights::resolve_path(path)?,
-                None => illume::demo::materialize("dualvitok", illume::dualvitok::demo::write)?,
-            };
-            return Ok(Models {
-                mllm,
-                tokenizer: Some(tokenizer),
-                demo: true,
-            });
-        };
-        let tokenizer = match &self.tokenizer {
-            Some(path) => {
-                let path = illume::weights::resolve_path(path)?;
-                // Read its header now: a wrong path fails before the generation, not after.
-                illume::weights::Checkpoint::open(&path)?;
-                Some(path)
-            }
-            None if need_decoder => {
-                return Err(
-                    "--tokenizer is required with --model: DualViTok decodes the generated \
-                            image (e.g. --tokenizer ILLUME-MLLM/dualvitok)"
-                        .into(),
-                )
-            }
-            None => None,
-        };
-        Ok(Models {
-            mllm: illume::weights::resolve_path(model)?,
-            tokenizer,
-            demo: false,
-        })
-    }
-}
-
-impl Models {
-    /// The DualViTok architecture of the vision tower: the demo's, the given tokenizer's,
-    /// or the released one.
-    pub(super) fn vision_config(&self) -> Result<DualViTokConfig, Box<dyn std::error::Error>> {
-        if self.demo {
-            return Ok(illume::dualvitok::demo::config());
-        }
-        match &self.tokenizer {
-            Some(path) => Ok(DualViTokConfig::for_checkpoint(path)?.0),
-            None => Ok(DualViTokConfig::official()),
-        }
-    }
-
-    pub(super) fn load_mllm<B: IllumeBackend>(
-        &self,
-        device: &B::Device,
-        bar: &ProgressBar,
-    ) -> Result<IllumeMllm<B>, Box<dyn std::error::Error>> {
-        bar.set_message(format!("loading the MLLM from {}", self.mllm.display()));
-        Ok(IllumeMllm::load(
-            &self.mllm,
-            &self.vision_config()?,
-            device,
-        )?)
-    }
-}
-
-/// Turns `bar` into a token counter with tokens/s.
-pub(super) struct TokenProgress {
-    pub bar: ProgressBar,
-}
-
-impl TokenProgress {
-    pub(super) fn new(bar: &ProgressBar, total: usize, what: &str) -> Self {
-        bar.set_length(total as u64);
-        bar.set_position(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} tokens ({per_sec}, {elapsed}, eta {eta})",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_message(what.to_string());
-        bar.reset_elapsed();
-        Self { bar: bar.clone() }
-    }
-}
-
-impl Observer for TokenProgress {
-    fn token(&mut self, _step: usize, _token: u32) {
-        self.bar.inc(1);
-    }
-}
-
-/// Decode image tokens to pixels with DualViTok's pixel decoder. (The diffusion decoder is
-/// the other way to turn tokens into pixels.)
-pub(super) fn decode_tokens<B: IllumeBackend>(
-    tokens: &DualTokens,
-    tokenizer: &Path,
-    device: &B::Device,
-    bar: &ProgressBar,
-) -> Result<image::RgbImage, Box<dyn std::error::Error>> {
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
-    );
-    bar.set_message(format!("loading DualViTok from {}", tokenizer.display()));
-    let decoder = DualViTok::<B>::load(tokenizer, device)?;
-    bar.set_message("decoding the tokens to pixels");
-    Ok(decoder.decode_rgb(tokens)?)
-}
-
-struct Generate<'a> {
-    args: &'a Args,
-    models: Models,
-    /// The diffusion decoder folder, with --diffusion.
-    decoder: Option<PathBuf>,
-}
-
-impl BackendTask for Generate<'_> {
-    type Output = Result<(usize, f64), Box<dyn std::error::Error>>;
-
-    fn run<B: IllumeBackend>(self, device: B::Device) -> Self::Output {
-        let bar = spinner();
-        let result = (|| {
-            let (h, w) = self.args.size;
-            let request = self.args.sampling.request(h, w, &GENERATION_DEFAULTS);
-            let mllm = self.models.load_mllm::<B>(&device, &bar)?;
-            let total = illume::mllm::ImageGrid::for_size(h, w).max_new_tokens();
-            let mut progress = TokenProgress::new(&bar, total, &format!("generating {h}x{w}"));
-            let started = std::time::Instant::now();
-            let image = mllm.text_to_image(&self.args.prompt, &request, &mut progress)?;
-            let seconds = started.elapsed().as_secs_f64();
-            let tokenizer = self
-                .models
-                .tokenizer
-                .as_deref()
-                .expect("checked by resolve");
-            match &self.decoder {
-                None => {
-                    let pixels = decode_tokens::<B>(&image.tokens, tokenizer, &device, &bar)?;
-                    image_io::write_png(&pixels, &self.args.output)?;
-                }
-                Some(decoder) => {
-                    bar.set_message(format!("loading DualViTok from {}", tokenizer.display()));
-                    let codes = DualViTok::<B>::load(tokenizer, &device)?;
-                    let extra = vec![
-                        ("illume.pipeline".to_string(), "generate".to_string()),
-                        ("illume.prompt".to_string(), self.args.prompt.clone()),
-                        (
-                            "illume.mllm".to_string(),
-                            self.models.mllm.display().to_string(),
-                        ),
-                        (
-                            "illume.tokenizer".to_string(),
-                            tokenizer.display().to_string(),
-                        ),
-                    ];
-                    render_to_png(
-                        &image.tokens,
-                        &codes,
-                        decoder,
-                        &self.args.diffusion,
-                        None,
-                        self.args.sampling.seed,
-                        &self.args.output,
-                        extra,
-                        &device,
-                        &bar,
-                    )?;
-                }
-            }
-            Ok((image.ids.len(), seconds))
-        })();
-        bar.finish_and_clear();
-        result
-    }
-}
-
 pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
     // Every path is checked before the generation, not after it.
     image_io::check_png_output(&args.output)?;
-    let models = args.models.resolve(true)?;
-    let decoder = match &args.diffusion.diffusion {
-        Some(_) => Some(args.diffusion.decoder_path()?),
-        None => None,
-    };
-    let (tokens, seconds) = compute.run(Generate {
-        args: &args,
-        models,
-        decoder,
-    })??;
-    eprintln!(
-        "{tokens} tokens in {seconds:.1} s ({:.1} tokens/s)",
-        tokens as f64 / seconds.max(1e-9)
-    );
     let (h, w) = args.size;
-    let scale = if args.diffusion.diffusion.is_some() {
-        2
-    } else {
-        1
+    let mut builder = args.models.builder();
+    let decoder = match &args.diffusion.diffusion {
+        Some(dir) => {
+            builder = builder.diffusion(super::common::source(Some(dir)));
+            Decoder::Diffusion(args.diffusion.settings(args.sampling.seed))
+        }
+        None => Decoder::Pixel,
     };
-    println!(
-        "wrote {} ({}x{})",
-        args.output.display(),
-        scale * w,
-        scale * h
-    );
+    let mut request = GenerateRequest::new(args.prompt.clone(), h, w);
+    request.image = args.sampling.request(h, w, &GENERATION_DEFAULTS);
+    request.count = usize::from(args.count);
+    request.decoder = decoder;
+    let pipeline = compute.open(builder)?;
+    let images = pipeline.generate(&request, &mut Progress::new())?;
+    for (i, image) in images.iter().enumerate() {
+        let path = numbered(&args.output, i, images.len());
+        image.save(&path)?;
+        eprintln!(
+            "{} tokens in {:.1} s ({:.1} tokens/s)",
+            image.generated_tokens,
+            image.generation_seconds,
+            image.generated_tokens as f64 / image.generation_seconds.max(1e-9)
+        );
+        println!(
+            "wrote {} ({}x{})",
+            path.display(),
+            image.image.width(),
+            image.image.height()
+        );
+    }
     Ok(())
+}
+
+/// `out.png` for one image; `out-1.png`, `out-2.png`, ... for several.
+fn numbered(path: &std::path::Path, index: usize, count: usize) -> PathBuf {
+    if count == 1 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = path.extension().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!("{stem}-{}.{ext}", index + 1))
 }
 
 #[cfg(test)]

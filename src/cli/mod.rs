@@ -3,16 +3,17 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use illume::backends::{
-    dtype_name, float_dtype, run_on, BackendError, BackendKind, BackendTask, IllumeBackend,
-    Precision,
-};
+use illume::backends::{BackendChoice, Precision};
+use illume::pipeline::{Pipeline, PipelineBuilder, PipelineError};
 
 mod bench;
+mod common;
+mod decode;
 mod doctor;
 mod edit;
 mod generate;
 mod inspect;
+mod progress;
 mod reconstruct;
 mod tokenize;
 mod understand;
@@ -30,11 +31,12 @@ ILLUME-MLLM/dualvitok-sdxl-decoder   the diffusion decoder (--diffusion)\n\
 A path may be a local directory/file or a Hugging Face repo id found in the local HF cache \
 ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub); nothing is downloaded.")]
 struct Cli {
-    /// Compute backend: cpu (flex, the fast CPU backend, where compiled in), flex, ndarray
-    /// (the CPU reference), wgpu (Vulkan/Metal/DX12/GL) or cuda; only backends compiled into
-    /// this binary are available (cargo features flex, ndarray, wgpu, cuda).
-    #[arg(long, global = true, env = "ILLUME_BACKEND", default_value = "cpu")]
-    backend: BackendKind,
+    /// Compute backend: auto (CUDA if a device answers, else a wgpu adapter that is a real
+    /// GPU, else the fast CPU backend), cpu (flex where compiled in), flex, ndarray (the CPU
+    /// reference), wgpu (Vulkan/Metal/DX12/GL) or cuda; only backends compiled into this
+    /// binary are available (cargo features flex, ndarray, wgpu, cuda).
+    #[arg(long, global = true, env = "ILLUME_BACKEND", default_value = "auto")]
+    backend: BackendChoice,
 
     /// Float precision of the computation: auto (bf16 on CUDA GPUs that have it, f16 on
     /// other GPUs that have it, f32 on CPUs), f32, f16 or bf16. Half precision halves the
@@ -68,6 +70,8 @@ enum Command {
     Understand(understand::Args),
     /// Generate an image from a text prompt (MLLM tokens, decoded by DualViTok).
     Generate(generate::Args),
+    /// Render token grids (from `tokenize --json`) to an image.
+    Decode(decode::Args),
     /// Edit an image following an instruction.
     Edit(edit::Args),
     /// Upscale an image 2x: DualViTok tokens rendered by the SDXL diffusion decoder.
@@ -98,6 +102,7 @@ pub fn main() -> ExitCode {
         Command::Reconstruct(args) => reconstruct::run(args, compute),
         Command::Understand(args) => understand::run(args, compute),
         Command::Generate(args) => generate::run(args, compute),
+        Command::Decode(args) => decode::run(args, compute),
         Command::Edit(args) => edit::run(args, compute),
         Command::Upscale(args) => upscale::run(args, compute),
     };
@@ -113,26 +118,23 @@ pub fn main() -> ExitCode {
 /// Where a verb computes: the backend and the float precision asked for.
 #[derive(Debug, Clone, Copy)]
 pub struct Compute {
-    pub backend: BackendKind,
+    pub backend: BackendChoice,
     pub precision: Precision,
 }
 
 impl Compute {
-    /// Start the device and run `task` on it, saying on stderr which precision it got.
-    pub fn run<T: BackendTask>(self, task: T) -> Result<T::Output, BackendError> {
-        run_on(self.backend, self.precision, Announced(self.backend, task))
-    }
-}
-
-/// A task that first says where it runs.
-struct Announced<T>(BackendKind, T);
-
-impl<T: BackendTask> BackendTask for Announced<T> {
-    type Output = T::Output;
-    fn run<B: IllumeBackend>(self, device: B::Device) -> T::Output {
-        let dtype = dtype_name(float_dtype::<B>(&device));
-        eprintln!("computing on {} in {dtype}", self.0);
-        self.1.run::<B>(device)
+    /// Build the pipeline on this backend, saying on stderr where it computes.
+    pub fn open(self, builder: PipelineBuilder) -> Result<Pipeline, PipelineError> {
+        let pipeline = builder
+            .backend(self.backend)
+            .precision(self.precision)
+            .build()?;
+        eprintln!(
+            "computing on {} in {}",
+            pipeline.backend(),
+            pipeline.dtype()
+        );
+        Ok(pipeline)
     }
 }
 

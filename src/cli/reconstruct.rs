@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use illume::backends::{BackendTask, IllumeBackend};
-use illume::dualvitok::{image_io, tokenizer::DEFAULT_MAX_PIXELS, DualTokens};
+use illume::dualvitok::{image_io, tokenizer::DEFAULT_MAX_PIXELS};
 
-use super::tokenize::{load, spinner, tokenizer_path};
+use super::progress::Progress;
+use super::tokenize::tokenizer_only;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -29,45 +29,19 @@ pub struct Args {
     pub max_pixels: usize,
 }
 
-struct Reconstruct<'a> {
-    args: &'a Args,
-    checkpoint: PathBuf,
-}
-
-impl BackendTask for Reconstruct<'_> {
-    /// The tokens and the size of the written image.
-    type Output = Result<(DualTokens, [u32; 2]), Box<dyn std::error::Error>>;
-
-    fn run<B: IllumeBackend>(self, device: B::Device) -> Self::Output {
-        let bar = spinner();
-        let result = (|| {
-            let image = image_io::read_rgb(&self.args.image)?;
-            let tokenizer = load::<B>(&self.checkpoint, self.args.max_pixels, &device, &bar)?;
-            bar.set_message(format!("tokenizing {}x{}", image.width(), image.height()));
-            let tokens = tokenizer.encode_rgb(&image, &device)?;
-            bar.set_message("decoding");
-            let reconstruction = tokenizer.decode_rgb(&tokens)?;
-            bar.set_message(format!("writing {}", self.args.output.display()));
-            image_io::write_png(&reconstruction, &self.args.output)?;
-            Ok((tokens, [reconstruction.width(), reconstruction.height()]))
-        })();
-        bar.finish_and_clear();
-        result
-    }
-}
-
 pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
     image_io::check_png_output(&args.output)?;
-    let checkpoint = tokenizer_path(args.tokenizer.as_deref())?;
-    let (tokens, [width, height]) = compute.run(Reconstruct {
-        args: &args,
-        checkpoint,
-    })??;
-    let [h1, w1] = tokens.semantic.shape;
-    let [h2, w2] = tokens.pixel.shape;
+    let image = image_io::read_rgb(&args.image)?;
+    let pipeline = compute.open(tokenizer_only(args.tokenizer.as_ref()))?;
+    let reconstruction = pipeline.reconstruct(&image, args.max_pixels, &mut Progress::new())?;
+    reconstruction.save(&args.output)?;
+    let [h1, w1] = reconstruction.tokens.semantic.shape;
+    let [h2, w2] = reconstruction.tokens.pixel.shape;
     println!(
-        "wrote {} ({width}x{height}) from {h1}x{w1} semantic + {h2}x{w2} pixel tokens",
-        args.output.display()
+        "wrote {} ({}x{}) from {h1}x{w1} semantic + {h2}x{w2} pixel tokens",
+        args.output.display(),
+        reconstruction.image.width(),
+        reconstruction.image.height()
     );
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! `illume tokenize`: an image → DualViTok's semantic and pixel token grids.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use illume::backends::{BackendTask, IllumeBackend};
-use illume::dualvitok::{image_io, tokenizer::DEFAULT_MAX_PIXELS, DualTokens, DualViTok};
-use indicatif::{ProgressBar, ProgressStyle};
+use illume::dualvitok::{image_io, tokenizer::DEFAULT_MAX_PIXELS};
+use illume::pipeline::{ModelSource, Pipeline, PipelineBuilder};
+
+use super::progress::Progress;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -31,60 +31,11 @@ pub struct Args {
     pub max_pixels: usize,
 }
 
-/// The tokenizer folder to load: the given path (or cached repo id), else the demo model.
-pub(super) fn tokenizer_path(given: Option<&Path>) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    match given {
-        Some(path) => Ok(illume::weights::resolve_path(path)?),
-        None => {
-            eprintln!("{}", illume::demo::NOTICE);
-            illume::demo::materialize("dualvitok", illume::dualvitok::demo::write)
-        }
-    }
-}
-
-/// A spinner on stderr naming the current stage.
-pub(super) fn spinner() -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
-
-/// Load the tokenizer on the task's backend, with a spinner.
-pub(super) fn load<B: IllumeBackend>(
-    path: &Path,
-    max_pixels: usize,
-    device: &B::Device,
-    bar: &ProgressBar,
-) -> Result<DualViTok<B>, Box<dyn std::error::Error>> {
-    bar.set_message(format!("loading DualViTok from {}", path.display()));
-    Ok(DualViTok::load(path, device)?.with_max_pixels(max_pixels))
-}
-
-struct Tokenize<'a> {
-    args: &'a Args,
-    checkpoint: PathBuf,
-}
-
-impl BackendTask for Tokenize<'_> {
-    /// The tokens and the size the image was tokenized at.
-    type Output = Result<(DualTokens, [usize; 2]), Box<dyn std::error::Error>>;
-
-    fn run<B: IllumeBackend>(self, device: B::Device) -> Self::Output {
-        let bar = spinner();
-        let result = (|| {
-            let image = image_io::read_rgb(&self.args.image)?;
-            let tokenizer = load::<B>(&self.checkpoint, self.args.max_pixels, &device, &bar)?;
-            bar.set_message(format!("tokenizing {}x{}", image.width(), image.height()));
-            let tokens = tokenizer.encode_rgb(&image, &device)?;
-            let patch = tokenizer.pixel_patch();
-            let [h2, w2] = tokens.pixel.shape;
-            Ok((tokens, [w2 * patch, h2 * patch]))
-        })();
-        bar.finish_and_clear();
-        result
+/// A pipeline of DualViTok alone: `--tokenizer`, else the demo one.
+pub(super) fn tokenizer_only(tokenizer: Option<&PathBuf>) -> PipelineBuilder {
+    match tokenizer {
+        Some(path) => Pipeline::builder().tokenizer(ModelSource::Path(path.clone())),
+        None => Pipeline::builder(),
     }
 }
 
@@ -102,17 +53,19 @@ fn print_grid(name: &str, shape: [usize; 2], indices: &[u32]) {
 }
 
 pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
-    let checkpoint = tokenizer_path(args.tokenizer.as_deref())?;
-    let (tokens, [width, height]) = compute.run(Tokenize {
-        args: &args,
-        checkpoint,
-    })??;
+    let image = image_io::read_rgb(&args.image)?;
+    let pipeline = compute.open(tokenizer_only(args.tokenizer.as_ref()))?;
+    let tokens = pipeline.tokenize(&image, args.max_pixels, &mut Progress::new())?;
     if args.json {
         println!("{}", serde_json::to_string(&tokens)?);
     } else {
+        // The pixel branch works on 16x16 patches.
+        let [h2, w2] = tokens.pixel.shape;
         println!(
-            "{}: tokenized at {width}x{height} pixels",
-            args.image.display()
+            "{}: tokenized at {}x{} pixels",
+            args.image.display(),
+            w2 * 16,
+            h2 * 16
         );
         print_grid("semantic", tokens.semantic.shape, &tokens.semantic.indices);
         print_grid("pixel", tokens.pixel.shape, &tokens.pixel.indices);

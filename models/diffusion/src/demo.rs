@@ -126,7 +126,10 @@ mod tests {
         };
         let mut steps = 0;
         let image = decoder
-            .decode(&codes, &tokens, &options, |_| steps += 1)
+            .decode(&codes, &tokens, &options, |_| {
+                steps += 1;
+                std::ops::ControlFlow::Continue(())
+            })
             .unwrap();
         assert_eq!(steps, 1);
         assert_eq!(

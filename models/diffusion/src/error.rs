@@ -49,6 +49,9 @@ pub enum DiffusionError {
     Input(String),
     #[error("cannot write {}: {reason}", path.display())]
     Output { path: PathBuf, reason: String },
+    /// The per-step callback returned `ControlFlow::Break`.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl DiffusionError {

@@ -25,6 +25,7 @@
 //! # let tokens: illume_dualvitok::DualTokens = unimplemented!();
 //! let image = decoder.decode(&codes, &tokens, &DecodeOptions::default(), |step| {
 //!     println!("step {}/{}", step.index + 1, step.total);
+//!     std::ops::ControlFlow::Continue(())
 //! })?;
 //! image.save("out.png")?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())

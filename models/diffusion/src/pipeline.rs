@@ -3,6 +3,7 @@
 //! zero text context and pooled embedding; `[0,0,0,0,0,resolution_index]` time ids;
 //! classifier-free guidance against an all-zero code map; scheduler steps; VAE decode.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Tensor};
@@ -285,14 +286,15 @@ impl<B: IllumeBackend> DiffusionDecoder<B> {
     }
 
     /// Run the denoising loop from `initial_noise` (`[1, latent, h/8, w/8]`, N(0,1)) and
-    /// return the final latents. `on_step` is called after every scheduler step.
+    /// return the final latents. `on_step` is called after every scheduler step; its
+    /// `ControlFlow::Break` stops the loop with [`DiffusionError::Cancelled`].
     pub fn denoise(
         &self,
         code_map: Tensor<B, 4>,
         initial_noise: Tensor<B, 4>,
         options: &DenoiseOptions,
         noise: &mut NoiseSource,
-        mut on_step: impl FnMut(StepProgress<'_, B>),
+        mut on_step: impl FnMut(StepProgress<'_, B>) -> ControlFlow<()>,
     ) -> Result<Tensor<B, 4>, DiffusionError> {
         // diffusers skips guidance for any scale <= 1 (NaN included): refuse instead of
         // silently ignoring what was asked.
@@ -344,12 +346,15 @@ impl<B: IllumeBackend> DiffusionDecoder<B> {
                 prediction
             };
             latents = schedule.step(i, prediction, latents, noise);
-            on_step(StepProgress {
+            let flow = on_step(StepProgress {
                 index: i,
                 total,
                 timestep: t,
                 latents: &latents,
             });
+            if flow.is_break() {
+                return Err(DiffusionError::Cancelled);
+            }
         }
         Ok(latents)
     }
@@ -361,7 +366,7 @@ impl<B: IllumeBackend> DiffusionDecoder<B> {
         codes: &CodeEmbedder<B>,
         tokens: &DualTokens,
         options: &DecodeOptions,
-        on_step: impl FnMut(StepProgress<'_, B>),
+        on_step: impl FnMut(StepProgress<'_, B>) -> ControlFlow<()>,
     ) -> Result<RgbImage, DiffusionError> {
         let size = match options.size {
             Some(size) => {
@@ -387,7 +392,7 @@ impl<B: IllumeBackend> DiffusionDecoder<B> {
         initial: Tensor<B, 4>,
         options: &DecodeOptions,
         noise: &mut NoiseSource,
-        on_step: impl FnMut(StepProgress<'_, B>),
+        on_step: impl FnMut(StepProgress<'_, B>) -> ControlFlow<()>,
     ) -> Result<RgbImage, DiffusionError> {
         if codes.channels() != self.code_channels() {
             return Err(DiffusionError::Input(format!(

@@ -139,6 +139,7 @@ fn denoising_matches<B: IllumeBackend>(device: &B::Device) {
                 |step| {
                     timesteps.push(step.timestep);
                     per_step.push(to_f32s(step.latents.clone()));
+                    std::ops::ControlFlow::Continue(())
                 },
             )
             .unwrap();
@@ -369,7 +370,10 @@ fn tokens_to_image_matches_official() {
                 set.tensor("latents.noise", &device),
                 &options,
                 &mut NoiseSource::new(0),
-                |step| last = Some(to_f32s(step.latents.clone())),
+                |step| {
+                    last = Some(to_f32s(step.latents.clone()));
+                    std::ops::ControlFlow::Continue(())
+                },
             )
             .unwrap();
         // As the denoising test: 1e-4 of the latents' scale (~1e-3 absolute).

@@ -193,6 +193,11 @@ impl<B: IllumeBackend> DualViTok<B> {
         self
     }
 
+    /// [`DualViTok::with_max_pixels`] on a loaded tokenizer.
+    pub fn set_max_pixels(&mut self, max_pixels: usize) {
+        self.max_pixels = max_pixels;
+    }
+
     pub fn max_pixels(&self) -> usize {
         self.max_pixels
     }

@@ -25,6 +25,9 @@ pub enum MllmError {
     Generation(String),
     #[error("image: {0}")]
     Image(String),
+    /// The observer asked to stop ([`crate::generate::Observer::cancelled`]).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl MllmError {

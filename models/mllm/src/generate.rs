@@ -92,6 +92,11 @@ pub trait Observer {
     }
     fn scores(&mut self, _scores: &StepScores<'_>) {}
     fn token(&mut self, _step: usize, _token: u32) {}
+    /// Asked before every step: `true` ends the generation with [`MllmError::Cancelled`]
+    /// (at most one step after the request to stop).
+    fn cancelled(&mut self) -> bool {
+        false
+    }
 }
 
 /// An observer that ignores everything.
@@ -130,6 +135,9 @@ pub fn generate<B: IllumeBackend>(
     };
     let mut generated: Vec<u32> = Vec::with_capacity(options.max_new_tokens);
     for step in 0..options.max_new_tokens {
+        if observer.cancelled() {
+            return Err(MllmError::Cancelled);
+        }
         let plan = processor.plan(generated.last().copied());
         if plan.uses_uncond() && rows < 2 {
             return Err(MllmError::Generation(

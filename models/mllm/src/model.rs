@@ -71,7 +71,9 @@ impl ImageRequest {
         }
     }
 
-    fn check(&self) -> Result<()> {
+    /// Refuse sampling values that would silently mean something else: a temperature
+    /// that is not finite or not > 0, a top-p outside (0, 1], a CFG scale below 1 or NaN.
+    pub fn validate(&self) -> Result<()> {
         let p = [
             self.sampling.text,
             self.sampling.level0,
@@ -349,7 +351,7 @@ impl<B: IllumeBackend> IllumeMllm<B> {
         request: &ImageRequest,
         observer: &mut dyn Observer,
     ) -> Result<GeneratedImage> {
-        request.check()?;
+        request.validate()?;
         let grid = ImageGrid::for_size(h, w);
         let mut processor = LogitsProcessor::new(
             request.chain,

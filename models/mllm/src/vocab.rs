@@ -210,11 +210,7 @@ impl VocabLayout {
 
     /// Ids of `<height_{height}><width_{width}>`.
     pub fn resolution_tag(&self, height: usize, width: usize) -> Result<[u32; 2]> {
-        let index = |size: usize| {
-            (size.is_multiple_of(RESOLUTION_STEP)
-                && (RESOLUTION_STEP..=MAX_RESOLUTION).contains(&size))
-            .then(|| size / RESOLUTION_STEP - 1)
-        };
+        let index = |size: usize| is_resolution_side(size).then(|| size / RESOLUTION_STEP - 1);
         match (index(height), index(width)) {
             (Some(h), Some(w)) => Ok([self.height_tags[h], self.width_tags[w]]),
             _ => Err(MllmError::Prompt(format!(
@@ -237,6 +233,12 @@ impl VocabLayout {
     pub fn is_image_token(&self, id: u32) -> bool {
         self.structure.ids().contains(&id) || self.code_of(id).is_some()
     }
+}
+
+/// Whether an image side of `size` pixels has a resolution tag: a multiple of
+/// [`RESOLUTION_STEP`] from [`RESOLUTION_STEP`] to [`MAX_RESOLUTION`].
+pub fn is_resolution_side(size: usize) -> bool {
+    size.is_multiple_of(RESOLUTION_STEP) && (RESOLUTION_STEP..=MAX_RESOLUTION).contains(&size)
 }
 
 /// `[level0, level1]` from the tokenizer's `<|image_level{L}_{i}|>` tokens, checked to be

@@ -1,0 +1,487 @@
+//! The tasks on one backend: the models loaded when a stage first needs them, under the
+//! memory policy, with every stage reported as events.
+
+use std::time::Instant;
+
+use illume_backends::IllumeBackend;
+use illume_diffusion::{CodeEmbedder, DiffusionDecoder, ImageSize};
+use illume_dualvitok::pil_resize::{pil_resize_rgb, PilFilter};
+use illume_dualvitok::{DualTokens, DualViTok};
+use illume_mllm::generate::Observer;
+use illume_mllm::text::TextStream;
+use illume_mllm::VocabLayout;
+use illume_mllm::{Decoding, IllumeMllm, ImageGrid, ImageRequest, MllmError, TextTokenizer};
+use image::RgbImage;
+
+use super::events::Reporter;
+use super::request::{upscale_size, Decoder};
+use super::sources::{disk_bytes, Sources};
+use super::{
+    Answer, Component, DecodeRequest, EditRequest, Event, GenerateRequest, GeneratedImage,
+    MemoryPolicy, PipelineError, TokenKind, UnderstandRequest, UpscaleRequest,
+};
+
+type Result<T> = std::result::Result<T, PipelineError>;
+
+pub(crate) struct Engine<B: IllumeBackend> {
+    device: B::Device,
+    sources: Sources,
+    policy: MemoryPolicy,
+    mllm: Option<IllumeMllm<B>>,
+    tokenizer: Option<DualViTok<B>>,
+    diffusion: Option<DiffusionDecoder<B>>,
+}
+
+impl<B: IllumeBackend> Engine<B> {
+    pub(crate) fn new(device: B::Device, sources: Sources, policy: MemoryPolicy) -> Self {
+        Self {
+            device,
+            sources,
+            policy,
+            mllm: None,
+            tokenizer: None,
+            diffusion: None,
+        }
+    }
+
+    pub(crate) fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    pub(crate) fn loaded(&self) -> Vec<Component> {
+        [
+            (Component::Mllm, self.mllm.is_some()),
+            (Component::Tokenizer, self.tokenizer.is_some()),
+            (Component::Diffusion, self.diffusion.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(c, loaded)| loaded.then_some(c))
+        .collect()
+    }
+
+    fn free(&mut self, component: Component, r: &mut Reporter) {
+        let freed = match component {
+            Component::Mllm => self.mllm.take().is_some(),
+            Component::Tokenizer => self.tokenizer.take().is_some(),
+            Component::Diffusion => self.diffusion.take().is_some(),
+        };
+        if freed {
+            r.note(Event::Unloaded { component });
+        }
+    }
+
+    /// Load `component` unless it is loaded; under [`MemoryPolicy::OneLargeModel`] the MLLM
+    /// and the diffusion decoder are never held together.
+    fn ensure(&mut self, component: Component, r: &mut Reporter) -> Result<()> {
+        if self.loaded().contains(&component) {
+            return Ok(());
+        }
+        if self.policy == MemoryPolicy::OneLargeModel {
+            match component {
+                Component::Mllm => self.free(Component::Diffusion, r),
+                Component::Diffusion => self.free(Component::Mllm, r),
+                Component::Tokenizer => {}
+            }
+        }
+        let located = self.sources.locate(component)?;
+        r.send(Event::Loading {
+            component,
+            path: located.path.clone(),
+            bytes: disk_bytes(&located.path),
+            demo: located.demo,
+        })?;
+        let started = Instant::now();
+        let path = located.path.as_path();
+        match component {
+            Component::Mllm => {
+                let vision = self.sources.vision_config()?;
+                self.mllm = Some(IllumeMllm::load(path, &vision, &self.device)?);
+            }
+            Component::Tokenizer => self.tokenizer = Some(DualViTok::load(path, &self.device)?),
+            Component::Diffusion => {
+                self.diffusion = Some(DiffusionDecoder::load(path, &self.device)?)
+            }
+        }
+        r.send(Event::Loaded {
+            component,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    pub(crate) fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        r: &mut Reporter,
+    ) -> Result<Vec<GeneratedImage>> {
+        self.ensure(Component::Mllm, r)?;
+        let (h, w) = (request.image.height, request.image.width);
+        // Every image's tokens first, so the MLLM can make room for the decoder once.
+        let mut generated = Vec::with_capacity(request.count);
+        for index in 0..request.count {
+            let sampling = with_seed_offset(&request.image, index);
+            let mllm = self.mllm.as_ref().expect("loaded by ensure");
+            r.send(Event::Prefill)?;
+            let mut tokens = TokenEvents::image(r, index, &mllm.layout, h, w);
+            let started = Instant::now();
+            let image = mllm.text_to_image(&request.prompt, &sampling, &mut tokens)?;
+            generated.push((image, started.elapsed().as_secs_f64(), sampling));
+        }
+        let mut images = Vec::with_capacity(generated.len());
+        for (index, (image, seconds, sampling)) in generated.into_iter().enumerate() {
+            let mut metadata = vec![
+                ("illume.task".into(), "generate".into()),
+                ("illume.prompt".into(), request.prompt.clone()),
+            ];
+            metadata.extend(self.mllm_metadata(&sampling));
+            let (pixels, decoder_metadata) =
+                self.render(index, &image.tokens, &request.decoder, None, r)?;
+            metadata.extend(decoder_metadata);
+            images.push(GeneratedImage::new(
+                pixels,
+                image.tokens,
+                image.ids.len(),
+                seconds,
+                metadata,
+            ));
+        }
+        Ok(images)
+    }
+
+    pub(crate) fn edit(
+        &mut self,
+        request: &EditRequest,
+        r: &mut Reporter,
+    ) -> Result<GeneratedImage> {
+        self.ensure(Component::Mllm, r)?;
+        let (w, h) = (
+            request.image.width() as usize,
+            request.image.height() as usize,
+        );
+        let (ah, aw) = illume_mllm::editing::nearest_anchor(w, h, &illume_mllm::editing::ANCHORS);
+        let mllm = self.mllm.as_ref().expect("loaded by ensure");
+        r.send(Event::Encoding { images: 1 })?;
+        let mut tokens = TokenEvents::image(r, 0, &mllm.layout, ah, aw);
+        let started = Instant::now();
+        let edited = mllm.edit(
+            &request.image,
+            &request.instruction,
+            &request.sampling,
+            &mut tokens,
+        )?;
+        let seconds = started.elapsed().as_secs_f64();
+        let mut metadata = vec![
+            ("illume.task".into(), "edit".into()),
+            ("illume.instruction".into(), request.instruction.clone()),
+            ("illume.anchor".into(), format!("{aw}x{ah}")),
+        ];
+        metadata.extend(self.mllm_metadata(&request.sampling));
+        let (decoded, decoder_metadata) =
+            self.render(0, &edited.tokens, &request.decoder, None, r)?;
+        metadata.extend(decoder_metadata);
+        let restored = IllumeMllm::<B>::restore_edit(&decoded, w, h)?;
+        Ok(GeneratedImage::new(
+            restored,
+            edited.tokens,
+            edited.ids.len(),
+            seconds,
+            metadata,
+        ))
+    }
+
+    pub(crate) fn understand(
+        &mut self,
+        request: &UnderstandRequest,
+        r: &mut Reporter,
+    ) -> Result<Answer> {
+        self.ensure(Component::Mllm, r)?;
+        let mllm = self.mllm.as_ref().expect("loaded by ensure");
+        r.send(Event::Encoding { images: 1 })?;
+        let mut tokens = TokenEvents::text(r, request.text.max_new_tokens, &mllm.tokenizer);
+        let started = Instant::now();
+        let text = mllm.understand(
+            &request.image,
+            &request.question,
+            &request.text,
+            &mut tokens,
+        );
+        let count = tokens.count;
+        if let Some(e) = tokens.error.take() {
+            return Err(e.into());
+        }
+        Ok(Answer {
+            text: text?,
+            tokens: count,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    pub(crate) fn tokenize(
+        &mut self,
+        image: &RgbImage,
+        max_pixels: usize,
+        r: &mut Reporter,
+    ) -> Result<DualTokens> {
+        self.ensure(Component::Tokenizer, r)?;
+        let tokenizer = self.tokenizer.as_mut().expect("loaded by ensure");
+        tokenizer.set_max_pixels(max_pixels);
+        r.send(Event::Encoding { images: 1 })?;
+        Ok(tokenizer.encode_rgb(image, &self.device)?)
+    }
+
+    pub(crate) fn decode(
+        &mut self,
+        request: &DecodeRequest,
+        r: &mut Reporter,
+    ) -> Result<GeneratedImage> {
+        let (pixels, mut metadata) = self.render(0, &request.tokens, &request.decoder, None, r)?;
+        metadata.insert(0, ("illume.task".into(), "decode".into()));
+        Ok(GeneratedImage::new(
+            pixels,
+            request.tokens.clone(),
+            0,
+            0.0,
+            metadata,
+        ))
+    }
+
+    pub(crate) fn upscale(
+        &mut self,
+        request: &UpscaleRequest,
+        r: &mut Reporter,
+    ) -> Result<GeneratedImage> {
+        let size = upscale_size(request);
+        let (tw, th) = (size.width / 2, size.height / 2);
+        let resized = pil_resize_rgb(&request.image, tw, th, PilFilter::Bicubic)?;
+        let tokens = self.tokenize(&resized, tw * th, r)?;
+        let decoder = Decoder::Diffusion(request.diffusion.clone());
+        let (pixels, mut metadata) = self.render(0, &tokens, &decoder, Some(size), r)?;
+        metadata.insert(0, ("illume.task".into(), "upscale".into()));
+        Ok(GeneratedImage::new(pixels, tokens, 0, 0.0, metadata))
+    }
+
+    fn mllm_metadata(&self, request: &ImageRequest) -> Vec<(String, String)> {
+        let s = &request.sampling;
+        vec![
+            ("illume.mllm".into(), self.sources.describe(Component::Mllm)),
+            (
+                "illume.size".into(),
+                format!("{}x{}", request.width, request.height),
+            ),
+            ("illume.cfg".into(), request.guidance.to_string()),
+            (
+                "illume.decoding".into(),
+                match request.decoding {
+                    Decoding::Greedy => "greedy".into(),
+                    Decoding::Sample { seed } => format!("sample, seed {seed}"),
+                },
+            ),
+            (
+                "illume.sampling".into(),
+                format!(
+                    "semantic {}/{}/{}, pixel {}/{}/{} (temperature/top-k/top-p)",
+                    s.level0.temperature,
+                    s.level0.top_k,
+                    s.level0.top_p,
+                    s.level1.temperature,
+                    s.level1.top_k,
+                    s.level1.top_p
+                ),
+            ),
+        ]
+    }
+
+    /// Tokens → pixels with `decoder` (`size` overrides the diffusion output size), and
+    /// the metadata saying how.
+    fn render(
+        &mut self,
+        image: usize,
+        tokens: &DualTokens,
+        decoder: &Decoder,
+        size: Option<ImageSize>,
+        r: &mut Reporter,
+    ) -> Result<(RgbImage, Vec<(String, String)>)> {
+        self.ensure(Component::Tokenizer, r)?;
+        let mut metadata = vec![(
+            "illume.tokenizer".to_string(),
+            self.sources.describe(Component::Tokenizer),
+        )];
+        let [h1, w1] = tokens.semantic.shape;
+        let [h2, w2] = tokens.pixel.shape;
+        metadata.push((
+            "illume.tokens".into(),
+            format!("{h1}x{w1} semantic + {h2}x{w2} pixel"),
+        ));
+        let settings = match decoder {
+            Decoder::Pixel => {
+                r.send(Event::Decoding {
+                    image,
+                    diffusion: false,
+                })?;
+                let tokenizer = self.tokenizer.as_ref().expect("loaded by ensure");
+                metadata.push(("illume.decoder".into(), "pixel".into()));
+                return Ok((tokenizer.decode_rgb(tokens)?, metadata));
+            }
+            Decoder::Diffusion(settings) => settings,
+        };
+        self.ensure(Component::Diffusion, r)?;
+        r.send(Event::Decoding {
+            image,
+            diffusion: true,
+        })?;
+        let codes = CodeEmbedder::new(
+            self.tokenizer.as_ref().expect("loaded by ensure"),
+            settings.code_precision,
+        );
+        let diffusion = self.diffusion.as_ref().expect("loaded by ensure");
+        let mut options = settings.options.clone();
+        if size.is_some() {
+            options.size = size;
+        }
+        let pixels = diffusion.decode(&codes, tokens, &options, |step| {
+            r.note(Event::DiffusionStep {
+                image,
+                index: step.index,
+                total: step.total,
+            });
+            if r.cancelled() {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })?;
+        metadata.extend([
+            ("illume.decoder".to_string(), "diffusion".to_string()),
+            (
+                "illume.diffusion".into(),
+                self.sources.describe(Component::Diffusion),
+            ),
+            (
+                "illume.scheduler".into(),
+                diffusion.scheduler().class_name().into(),
+            ),
+            ("illume.steps".into(), options.steps.to_string()),
+            (
+                "illume.diffusion_cfg".into(),
+                options.guidance_scale.to_string(),
+            ),
+            ("illume.diffusion_seed".into(), options.seed.to_string()),
+            (
+                "illume.code_precision".into(),
+                format!("{:?}", settings.code_precision),
+            ),
+        ]);
+        Ok((pixels, metadata))
+    }
+}
+
+/// Image `index` of a request samples with the request's seed + `index`.
+fn with_seed_offset(request: &ImageRequest, index: usize) -> ImageRequest {
+    let mut request = request.clone();
+    if let Decoding::Sample { seed } = request.decoding {
+        request.decoding = Decoding::Sample {
+            seed: seed.wrapping_add(index as u64),
+        };
+    }
+    request
+}
+
+/// The MLLM observer that turns generated ids into [`Event::Token`]s and carries the
+/// caller's cancellation into the generation loop.
+struct TokenEvents<'r, 'a, 'm> {
+    reporter: &'r mut Reporter<'a>,
+    image: usize,
+    max: usize,
+    count: usize,
+    stream: Stream<'m>,
+    error: Option<MllmError>,
+}
+
+enum Stream<'m> {
+    Image {
+        layout: &'m VocabLayout,
+        grid: ImageGrid,
+        /// Codes seen so far per level.
+        seen: [usize; 2],
+    },
+    Text {
+        tokenizer: &'m TextTokenizer,
+        stream: TextStream,
+    },
+}
+
+impl<'r, 'a, 'm> TokenEvents<'r, 'a, 'm> {
+    fn image(
+        reporter: &'r mut Reporter<'a>,
+        image: usize,
+        layout: &'m VocabLayout,
+        height: usize,
+        width: usize,
+    ) -> Self {
+        let grid = ImageGrid::for_size(height, width);
+        Self {
+            reporter,
+            image,
+            max: grid.max_new_tokens(),
+            count: 0,
+            stream: Stream::Image {
+                layout,
+                grid,
+                seen: [0, 0],
+            },
+            error: None,
+        }
+    }
+
+    fn text(reporter: &'r mut Reporter<'a>, max: usize, tokenizer: &'m TextTokenizer) -> Self {
+        Self {
+            reporter,
+            image: 0,
+            max,
+            count: 0,
+            stream: Stream::Text {
+                tokenizer,
+                stream: TextStream::default(),
+            },
+            error: None,
+        }
+    }
+}
+
+impl Observer for TokenEvents<'_, '_, '_> {
+    fn token(&mut self, step: usize, token: u32) {
+        self.count += 1;
+        let kind = match &mut self.stream {
+            Stream::Image { layout, grid, seen } => match layout.code_of(token) {
+                Some((level, _)) if level < 2 => {
+                    let shape = grid.level(level);
+                    let at = seen[level];
+                    seen[level] += 1;
+                    TokenKind::Image {
+                        level,
+                        row: at / shape[1].max(1),
+                        col: at % shape[1].max(1),
+                        grid: shape,
+                    }
+                }
+                _ => TokenKind::Structure,
+            },
+            Stream::Text { tokenizer, stream } => match stream.push(tokenizer, token) {
+                Ok(text) => TokenKind::Text(text.unwrap_or_default()),
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                    TokenKind::Text(String::new())
+                }
+            },
+        };
+        self.reporter.note(Event::Token {
+            image: self.image,
+            index: step,
+            max: self.max,
+            kind,
+        });
+    }
+
+    fn cancelled(&mut self) -> bool {
+        self.reporter.cancelled() || self.error.is_some()
+    }
+}
