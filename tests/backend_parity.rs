@@ -11,7 +11,7 @@
 //! Mesa's lavapipe they take ~25 minutes of CI (f32 and f16), while the official-fixture
 //! tests of every model crate and the kernel tests already run on wgpu.
 
-mod common;
+use crate::parity_tests;
 
 parity_tests!(ndarray_backend, BackendKind::NdArray, Precision::F32);
 parity_tests!(flex_backend, BackendKind::Flex, Precision::F32);

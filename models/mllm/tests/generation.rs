@@ -3,7 +3,7 @@
 //! text-to-image sequence of both official processor chains with their raw, unconditional
 //! and processed scores, and batched CFG against the sequential form.
 
-mod common;
+use crate::common;
 
 use burn::tensor::Tensor;
 use common::{assert_scores_match, layout, load_lm, row};

@@ -2,7 +2,7 @@
 //! (ViT + merger, pixel encoder) with the MLLM's own weights, MixedProjector, the image
 //! embedding layout and its splicing into the prompt.
 
-mod common;
+use crate::common;
 
 use burn::tensor::Tensor;
 use common::{dualvitok_config, load_lm};
