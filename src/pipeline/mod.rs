@@ -359,7 +359,7 @@ impl Pipeline {
     ) -> Result<T, PipelineError> {
         let mut reporter = Reporter::new(events);
         let mut engine = self.lock();
-        dispatch!(&mut *engine, e => task(e, &mut reporter))
+        dispatch!(&mut *engine, e => task(&mut **e, &mut reporter))
     }
 }
 
@@ -450,16 +450,16 @@ impl<B: IllumeBackend> EngineTasks for Engine<B> {
 }
 
 /// The engine of whichever backend the pipeline runs on: application code stays
-/// non-generic.
+/// non-generic. Boxed: an engine holds its models' module trees inline (~80 KB).
 enum AnyEngine {
     #[cfg(feature = "flex")]
-    Flex(Engine<illume_backends::Flex>),
+    Flex(Box<Engine<illume_backends::Flex>>),
     #[cfg(feature = "ndarray")]
-    NdArray(Engine<illume_backends::NdArray>),
+    NdArray(Box<Engine<illume_backends::NdArray>>),
     #[cfg(feature = "wgpu")]
-    Wgpu(Engine<illume_backends::Wgpu>),
+    Wgpu(Box<Engine<illume_backends::Wgpu>>),
     #[cfg(feature = "cuda")]
-    Cuda(Engine<illume_backends::Cuda>),
+    Cuda(Box<Engine<illume_backends::Cuda>>),
 }
 
 impl AnyEngine {
@@ -468,13 +468,13 @@ impl AnyEngine {
         const BUILT: &str = "run_on runs the backend it was asked for";
         match kind {
             #[cfg(feature = "flex")]
-            BackendKind::Flex => AnyEngine::Flex(*engine.downcast().expect(BUILT)),
+            BackendKind::Flex => AnyEngine::Flex(engine.downcast().expect(BUILT)),
             #[cfg(feature = "ndarray")]
-            BackendKind::NdArray => AnyEngine::NdArray(*engine.downcast().expect(BUILT)),
+            BackendKind::NdArray => AnyEngine::NdArray(engine.downcast().expect(BUILT)),
             #[cfg(feature = "wgpu")]
-            BackendKind::Wgpu => AnyEngine::Wgpu(*engine.downcast().expect(BUILT)),
+            BackendKind::Wgpu => AnyEngine::Wgpu(engine.downcast().expect(BUILT)),
             #[cfg(feature = "cuda")]
-            BackendKind::Cuda => AnyEngine::Cuda(*engine.downcast().expect(BUILT)),
+            BackendKind::Cuda => AnyEngine::Cuda(engine.downcast().expect(BUILT)),
             #[allow(unreachable_patterns)]
             _ => unreachable!("run_on refuses a backend that is not compiled in"),
         }
