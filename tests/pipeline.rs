@@ -321,3 +321,36 @@ fn decode_of_tokenize_equals_reconstruct() {
     assert_eq!(decoded.image, reconstructed.image);
     assert_eq!(decoded.image.dimensions(), (96, 64));
 }
+
+#[test]
+fn a_conversation_with_two_images_and_a_text_turn_answers() {
+    use illume::pipeline::{ChatRequest, Turn};
+    let pipeline = demo(MemoryPolicy::OneLargeModel);
+    let turns = vec![
+        Turn::user("What differs between these?", 2),
+        Turn::assistant("The colours."),
+        Turn::user("Which is brighter?", 0),
+    ];
+    let mut request = ChatRequest::new(turns.clone(), vec![test_image(), test_image()]);
+    request.text.max_new_tokens = 4;
+    let mut encoded = 0;
+    let answer = pipeline
+        .chat(&request, &mut |e: &Event| {
+            if let Event::Encoding { images } = e {
+                encoded = *images;
+            }
+            Flow::Continue
+        })
+        .expect("answers");
+    assert_eq!(encoded, 2);
+    assert!(answer.tokens >= 1 && answer.tokens <= 4, "{answer:?}");
+
+    // Images and image places must agree, before anything loads.
+    let fresh = demo(MemoryPolicy::OneLargeModel);
+    let wrong = ChatRequest::new(turns, vec![test_image()]);
+    match fresh.chat(&wrong, &mut NoEvents) {
+        Err(PipelineError::InvalidRequest { field, .. }) => assert_eq!(field, "images"),
+        other => panic!("expected an invalid request, got {other:?}"),
+    }
+    assert!(fresh.loaded().is_empty());
+}

@@ -10,15 +10,17 @@ use illume_dualvitok::{DualTokens, DualViTok};
 use illume_mllm::generate::Observer;
 use illume_mllm::text::TextStream;
 use illume_mllm::VocabLayout;
-use illume_mllm::{Decoding, IllumeMllm, ImageGrid, ImageRequest, MllmError, TextTokenizer};
+use illume_mllm::{
+    Decoding, IllumeMllm, ImageGrid, ImageRequest, MllmError, TextRequest, TextTokenizer,
+};
 use image::RgbImage;
 
 use super::events::Reporter;
 use super::request::{upscale_size, Decoder};
 use super::sources::{disk_bytes, Sources};
 use super::{
-    Answer, Component, DecodeRequest, EditRequest, Event, GenerateRequest, GeneratedImage,
-    MemoryPolicy, PipelineError, TokenKind, UnderstandRequest, UpscaleRequest,
+    Answer, ChatRequest, Component, DecodeRequest, EditRequest, Event, GenerateRequest,
+    GeneratedImage, MemoryPolicy, PipelineError, TokenKind, UnderstandRequest, UpscaleRequest,
 };
 
 type Result<T> = std::result::Result<T, PipelineError>;
@@ -193,23 +195,39 @@ impl<B: IllumeBackend> Engine<B> {
         request: &UnderstandRequest,
         r: &mut Reporter,
     ) -> Result<Answer> {
+        self.answer(1, &request.text, r, |mllm, tokens| {
+            mllm.understand(&request.image, &request.question, &request.text, tokens)
+        })
+    }
+
+    pub(crate) fn chat(&mut self, request: &ChatRequest, r: &mut Reporter) -> Result<Answer> {
+        self.answer(request.images.len(), &request.text, r, |mllm, tokens| {
+            mllm.chat(&request.turns, &request.images, &request.text, tokens)
+        })
+    }
+
+    /// Run an MLLM text answer with its text streamed as events.
+    fn answer(
+        &mut self,
+        images: usize,
+        text: &TextRequest,
+        r: &mut Reporter,
+        run: impl FnOnce(&IllumeMllm<B>, &mut TokenEvents) -> std::result::Result<String, MllmError>,
+    ) -> Result<Answer> {
         self.ensure(Component::Mllm, r)?;
         let mllm = self.mllm.as_ref().expect("loaded by ensure");
-        r.send(Event::Encoding { images: 1 })?;
-        let mut tokens = TokenEvents::text(r, request.text.max_new_tokens, &mllm.tokenizer);
+        if images > 0 {
+            r.send(Event::Encoding { images })?;
+        }
+        let mut tokens = TokenEvents::text(r, text.max_new_tokens, &mllm.tokenizer);
         let started = Instant::now();
-        let text = mllm.understand(
-            &request.image,
-            &request.question,
-            &request.text,
-            &mut tokens,
-        );
+        let answer = run(mllm, &mut tokens);
         let count = tokens.count;
         if let Some(e) = tokens.error.take() {
             return Err(e.into());
         }
         Ok(Answer {
-            text: text?,
+            text: answer?,
             tokens: count,
             seconds: started.elapsed().as_secs_f64(),
         })

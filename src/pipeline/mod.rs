@@ -61,11 +61,12 @@ use self::sources::Sources;
 pub use self::error::PipelineError;
 pub use self::events::{CancelToken, Component, Event, Events, Flow, NoEvents, TokenKind};
 pub use self::request::{
-    DecodeRequest, Decoder, DiffusionSettings, EditRequest, GenerateRequest, UnderstandRequest,
-    UpscaleRequest, MAX_IMAGES,
+    ChatRequest, DecodeRequest, Decoder, DiffusionSettings, EditRequest, GenerateRequest,
+    UnderstandRequest, UpscaleRequest, MAX_IMAGES,
 };
 pub use self::sources::ModelSource;
 pub use illume_dualvitok::tokenizer::DEFAULT_MAX_PIXELS;
+pub use illume_mllm::{Role, Turn};
 
 /// Which models may be held at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -282,6 +283,17 @@ impl Pipeline {
         self.run(events, |e, r| e.understand(request, r))
     }
 
+    /// The next answer of a conversation (several turns, several images per turn, text-only
+    /// turns); the text streams as [`TokenKind::Text`] events.
+    pub fn chat(
+        &self,
+        request: &ChatRequest,
+        events: &mut dyn Events,
+    ) -> Result<Answer, PipelineError> {
+        request.validate()?;
+        self.run(events, |e, r| e.chat(request, r))
+    }
+
     /// DualViTok's semantic and pixel token grids of `image` (refused above `max_pixels`).
     pub fn tokenize(
         &self,
@@ -382,6 +394,7 @@ trait EngineTasks {
         request: &UnderstandRequest,
         r: &mut Reporter,
     ) -> Result<Answer, PipelineError>;
+    fn chat(&mut self, request: &ChatRequest, r: &mut Reporter) -> Result<Answer, PipelineError>;
     fn tokenize(
         &mut self,
         image: &RgbImage,
@@ -424,6 +437,9 @@ impl<B: IllumeBackend> EngineTasks for Engine<B> {
         r: &mut Reporter,
     ) -> Result<Answer, PipelineError> {
         Engine::understand(self, request, r)
+    }
+    fn chat(&mut self, request: &ChatRequest, r: &mut Reporter) -> Result<Answer, PipelineError> {
+        Engine::chat(self, request, r)
     }
     fn tokenize(
         &mut self,

@@ -5,7 +5,7 @@ use illume_diffusion::scheduler::MAX_STEPS;
 use illume_diffusion::{CodePrecision, DecodeOptions, ImageSize};
 use illume_dualvitok::DualTokens;
 use illume_mllm::vocab::{is_resolution_side, MAX_RESOLUTION, RESOLUTION_STEP};
-use illume_mllm::{ImageRequest, TextRequest};
+use illume_mllm::{ImageRequest, Prompt, TextRequest, Turn};
 use image::RgbImage;
 
 use super::PipelineError;
@@ -137,20 +137,63 @@ impl UnderstandRequest {
 
     pub(crate) fn validate(&self) -> Result<(), PipelineError> {
         check_input_image("image", &self.image)?;
-        if self.text.max_new_tokens == 0 {
-            return Err(invalid("max_new_tokens", "must be at least 1"));
+        check_text(&self.text)
+    }
+}
+
+fn check_text(text: &TextRequest) -> Result<(), PipelineError> {
+    if text.max_new_tokens == 0 {
+        return Err(invalid("max_new_tokens", "must be at least 1"));
+    }
+    let s = text.sampling;
+    if !(s.temperature.is_finite() && s.temperature > 0.0) {
+        return Err(invalid(
+            "temperature",
+            format!("{}: must be a finite number > 0", s.temperature),
+        ));
+    }
+    if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+        return Err(invalid("top_p", format!("{}: must be in (0, 1]", s.top_p)));
+    }
+    Ok(())
+}
+
+/// The next answer of a multi-turn conversation (`conv_qwen2`, as the official chat).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ChatRequest {
+    /// The turns so far, ending with the user's; user turns say how many images they hold.
+    pub turns: Vec<Turn>,
+    /// The images of every turn, in order.
+    pub images: Vec<RgbImage>,
+    pub text: TextRequest,
+}
+
+impl ChatRequest {
+    pub fn new(turns: Vec<Turn>, images: Vec<RgbImage>) -> Self {
+        Self {
+            turns,
+            images,
+            text: TextRequest::default(),
         }
-        let s = self.text.sampling;
-        if !(s.temperature.is_finite() && s.temperature > 0.0) {
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), PipelineError> {
+        Prompt::chat(&self.turns).map_err(|e| invalid("turns", e.to_string()))?;
+        let places: usize = self.turns.iter().map(|t| t.images).sum();
+        if places != self.images.len() {
             return Err(invalid(
-                "temperature",
-                format!("{}: must be a finite number > 0", s.temperature),
+                "images",
+                format!(
+                    "{} images for {places} image places in the turns",
+                    self.images.len()
+                ),
             ));
         }
-        if !(s.top_p > 0.0 && s.top_p <= 1.0) {
-            return Err(invalid("top_p", format!("{}: must be in (0, 1]", s.top_p)));
+        for image in &self.images {
+            check_input_image("images", image)?;
         }
-        Ok(())
+        check_text(&self.text)
     }
 }
 

@@ -39,5 +39,5 @@ pub use generate::{generate, CfgMode, Decoding, GenerateOptions};
 pub use model::{GeneratedImage, IllumeMllm, ImageRequest, TextRequest};
 pub use processor::{Chain, ImageGrid, LevelSampling, LogitsProcessor};
 pub use sampling::SamplingParams;
-pub use text::{Prompt, PromptToken, TextTokenizer};
+pub use text::{Prompt, PromptToken, Role, TextTokenizer, Turn};
 pub use vocab::VocabLayout;

@@ -22,7 +22,7 @@ use crate::processor::{Chain, ImageGrid, LevelSampling, LogitsProcessor};
 use crate::projector::{self, MixedProjector};
 use crate::sampling::SamplingParams;
 use crate::splice;
-use crate::text::{Prompt, TextTokenizer};
+use crate::text::{Prompt, TextTokenizer, Turn};
 use crate::vision::{self, DualVisionTower};
 use crate::vocab::VocabLayout;
 use crate::vocab_shards::default_rows_per_shard;
@@ -268,8 +268,41 @@ impl<B: IllumeBackend> IllumeMllm<B> {
         request: &TextRequest,
         observer: &mut dyn Observer,
     ) -> Result<String> {
-        let image = self.encode_image(image)?;
-        let prompt = self.embed_prompt(&Prompt::understanding(question), &[image])?;
+        let prompt = Prompt::understanding(question);
+        self.answer(&prompt, std::slice::from_ref(image), request, observer)
+    }
+
+    /// The next assistant answer of a conversation ([`Prompt::chat`]); `images` fill the
+    /// turns' image places in order.
+    pub fn chat(
+        &self,
+        turns: &[Turn],
+        images: &[RgbImage],
+        request: &TextRequest,
+        observer: &mut dyn Observer,
+    ) -> Result<String> {
+        self.answer(&Prompt::chat(turns)?, images, request, observer)
+    }
+
+    fn answer(
+        &self,
+        prompt: &Prompt,
+        images: &[RgbImage],
+        request: &TextRequest,
+        observer: &mut dyn Observer,
+    ) -> Result<String> {
+        if prompt.image_count() != images.len() {
+            return Err(MllmError::Prompt(format!(
+                "the conversation has {} image places and {} images were given",
+                prompt.image_count(),
+                images.len()
+            )));
+        }
+        let encoded = images
+            .iter()
+            .map(|image| self.encode_image(image))
+            .collect::<Result<Vec<_>>>()?;
+        let prompt = self.embed_prompt(prompt, &encoded)?;
         // ILLUME/app.py's chat processor: no CFG, no image grid, text mode masked.
         let sampling = LevelSampling {
             text: request.sampling,

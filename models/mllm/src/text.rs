@@ -83,6 +83,41 @@ impl Prompt {
         Self::conversation(|p| p.image().template("\n").user(question))
     }
 
+    /// A multi-turn conversation in `conv_qwen2`: the system turn, each turn as its role,
+    /// message and `<|im_end|>\n`, then the assistant role. A user turn's images come first,
+    /// each as `<image>\n` (as the official driver prepends it to the question). It must end
+    /// with a user turn; assistant turns carry no images.
+    pub fn chat(turns: &[Turn]) -> Result<Self> {
+        match turns.last() {
+            Some(Turn {
+                role: Role::User, ..
+            }) => {}
+            _ => {
+                return Err(MllmError::Prompt(
+                    "a conversation must end with a user turn".into(),
+                ))
+            }
+        }
+        let mut prompt = Self::default().template(SYSTEM);
+        for (i, turn) in turns.iter().enumerate() {
+            prompt = prompt.template(match turn.role {
+                Role::User => USER,
+                Role::Assistant => ASSISTANT,
+            });
+            if turn.role == Role::Assistant && turn.images > 0 {
+                return Err(MllmError::Prompt(format!(
+                    "turn {i}: an assistant turn cannot hold images"
+                )));
+            }
+            for _ in 0..turn.images {
+                prompt = prompt.image().template("\n");
+            }
+            // Earlier answers are text like the user's: no control tokens from them either.
+            prompt = prompt.user(turn.text.as_str()).template(END_OF_TURN);
+        }
+        Ok(prompt.template(ASSISTANT))
+    }
+
     /// Text-to-image (`generation_eval`'s template), ending with the resolution tag the
     /// assistant answer starts with.
     pub fn text_to_image(description: &str, height: usize, width: usize) -> Self {
@@ -145,6 +180,40 @@ impl Prompt {
             .iter()
             .filter(|s| **s == Segment::Image)
             .count()
+    }
+}
+
+/// Who speaks a turn of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One turn of a conversation: its speaker, text and (user turns) how many images precede
+/// the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    pub role: Role,
+    pub text: String,
+    pub images: usize,
+}
+
+impl Turn {
+    pub fn user(text: impl Into<String>, images: usize) -> Self {
+        Self {
+            role: Role::User,
+            text: text.into(),
+            images,
+        }
+    }
+
+    pub fn assistant(text: impl Into<String>) -> Self {
+        Self {
+            role: Role::Assistant,
+            text: text.into(),
+            images: 0,
+        }
     }
 }
 

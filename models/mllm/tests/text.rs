@@ -169,3 +169,47 @@ fn user_text_cannot_inject_control_tokens() {
         );
     }
 }
+
+/// Conversations follow `conv_qwen2` (../shared/research/illume_plus.md §4.9): a one-turn
+/// chat with one image is exactly the official understanding prompt (string and ids of the
+/// fixture), and later turns append role + message + `<|im_end|>\n` each.
+#[test]
+fn conversations_follow_the_official_template() {
+    use illume_mllm::Turn;
+    for set in fixture_sets("mllm") {
+        let meta = set.meta();
+        let tokenizer = TextTokenizer::from_dir(&set.dir).expect("fixture tokenizer");
+        let question = str_field(&meta, &["spec", "question"]);
+        announce_case(&set, "one-turn chat = und.input_ids");
+        let chat = Prompt::chat(&[Turn::user(question, 1)]).unwrap();
+        assert_eq!(
+            chat.text(),
+            str_field(&meta, &["meta", "understanding", "prompt"])
+        );
+        assert_eq!(
+            ids(&tokenizer.encode(&chat).unwrap()),
+            set.i64s("und.input_ids")
+        );
+    }
+    let turns = [
+        Turn::user("What is this?", 2),
+        Turn::assistant("Two cats."),
+        Turn::user("Which is bigger?", 0),
+    ];
+    let chat = Prompt::chat(&turns).unwrap();
+    assert_eq!(
+        chat.text(),
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n\
+         <|im_start|>user\n<image>\n<image>\nWhat is this?<|im_end|>\n\
+         <|im_start|>assistant\nTwo cats.<|im_end|>\n\
+         <|im_start|>user\nWhich is bigger?<|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+    assert_eq!(chat.image_count(), 2);
+    // A conversation ends with the user; an answer holds no images.
+    assert!(Prompt::chat(&turns[..2]).is_err());
+    assert!(Prompt::chat(&[]).is_err());
+    let mut with_image = Turn::assistant("x");
+    with_image.images = 1;
+    assert!(Prompt::chat(&[with_image, Turn::user("q", 0)]).is_err());
+}
