@@ -39,6 +39,7 @@ mod layers;
 mod noise;
 mod output;
 mod pipeline;
+mod preview;
 pub mod resolution;
 pub mod scheduler;
 pub mod unet;
@@ -49,10 +50,11 @@ pub use config::PerBlock;
 pub use error::DiffusionError;
 pub use layers::CrossAttentionContext;
 pub use noise::NoiseSource;
-pub use output::{to_rgb, write_png};
+pub use output::{encode_png, to_rgb, write_png};
 pub use pipeline::{
     check_decoder_folder, DecodeOptions, DenoiseOptions, DiffusionDecoder, StepProgress,
     POOLED_TEXT_WIDTH, TEXT_TOKENS, TEXT_WIDTH, TIME_IDS,
 };
+pub use preview::latent_preview;
 pub use resolution::{ImageSize, RESOLUTIONS};
 pub use unet::UNetConditioning;

@@ -40,28 +40,41 @@ pub fn write_png(
     image: &RgbImage,
     text: &[(String, String)],
 ) -> Result<(), DiffusionError> {
-    illume_dualvitok::image_io::write_atomically(path, |file| {
-        let mut encoder = png::Encoder::new(file, image.width(), image.height());
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        for (keyword, value) in text {
-            let added = if value.chars().all(|c| (c as u32) < 0x100) {
-                encoder.add_text_chunk(keyword.clone(), value.clone())
-            } else {
-                encoder.add_itxt_chunk(keyword.clone(), value.clone())
-            };
-            added.map_err(|e| e.to_string())?;
-        }
-        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
-        writer
-            .write_image_data(image.as_raw())
-            .map_err(|e| e.to_string())?;
-        writer.finish().map_err(|e| e.to_string())
-    })
-    .map_err(|reason| DiffusionError::Output {
-        path: path.to_path_buf(),
-        reason,
-    })
+    illume_dualvitok::image_io::write_atomically(path, |file| encode_png_to(file, image, text))
+        .map_err(|reason| DiffusionError::Output {
+            path: path.to_path_buf(),
+            reason,
+        })
+}
+
+/// [`write_png`]'s bytes, in memory.
+pub fn encode_png(image: &RgbImage, text: &[(String, String)]) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    encode_png_to(&mut bytes, image, text)?;
+    Ok(bytes)
+}
+
+fn encode_png_to(
+    out: impl std::io::Write,
+    image: &RgbImage,
+    text: &[(String, String)],
+) -> Result<(), String> {
+    let mut encoder = png::Encoder::new(out, image.width(), image.height());
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    for (keyword, value) in text {
+        let added = if value.chars().all(|c| (c as u32) < 0x100) {
+            encoder.add_text_chunk(keyword.clone(), value.clone())
+        } else {
+            encoder.add_itxt_chunk(keyword.clone(), value.clone())
+        };
+        added.map_err(|e| e.to_string())?;
+    }
+    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+    writer
+        .write_image_data(image.as_raw())
+        .map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -108,26 +108,16 @@ fn temporary_beside(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
-/// Check, before any computation, that a PNG can be written at `path`: the name ends in
-/// `.png`, it is not a directory, and its directory exists and accepts a new file (probed
-/// with the temporary file the write will use).
-pub fn check_png_output(path: &Path) -> Result<()> {
+/// Check, before any computation, that a file can be written at `path`: it is not a
+/// directory, and its directory exists and accepts a new file (probed with the temporary
+/// file the write will use). The format (the extension) is the caller's to check.
+pub fn check_writable(path: &Path) -> Result<()> {
     let refuse = |reason: String| {
         Err(Error::ImageWrite {
             path: path.to_path_buf(),
             reason,
         })
     };
-    let is_png = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    if !is_png {
-        return refuse(
-            "only PNG is written (the generation parameters go into its text chunks): give \
-             a name ending in .png"
-                .into(),
-        );
-    }
     if path.is_dir() {
         return refuse("is a directory".into());
     }
@@ -280,21 +270,17 @@ mod tests {
     #[test]
     fn png_outputs_are_checked_before_any_work() {
         let ok = scratch("out.PNG");
-        check_png_output(&ok).unwrap();
+        check_writable(&ok).unwrap();
         assert!(!ok.exists() && !temporary_beside(&ok).exists());
-        let jpg = check_png_output(&scratch("out.jpg"))
-            .unwrap_err()
-            .to_string();
-        assert!(jpg.contains("out.jpg") && jpg.contains(".png"), "{jpg}");
         let missing = scratch("no-such-dir").join("out.png");
-        let err = check_png_output(&missing).unwrap_err().to_string();
+        let err = check_writable(&missing).unwrap_err().to_string();
         assert!(
             err.contains("no-such-dir") && err.contains("directory"),
             "{err}"
         );
         let dir = scratch("a-dir.png");
         std::fs::create_dir_all(&dir).unwrap();
-        let err = check_png_output(&dir).unwrap_err().to_string();
+        let err = check_writable(&dir).unwrap_err().to_string();
         assert!(err.contains("is a directory"), "{err}");
     }
 

@@ -91,6 +91,9 @@ pub trait Observer {
         false
     }
     fn scores(&mut self, _scores: &StepScores<'_>) {}
+    /// The conditional prompt's length in positions (text tokens and image embeddings),
+    /// before the first step.
+    fn prompt(&mut self, _positions: usize) {}
     fn token(&mut self, _step: usize, _token: u32) {}
     /// Asked before every step: `true` ends the generation with [`MllmError::Cancelled`]
     /// (at most one step after the request to stop).
@@ -117,6 +120,7 @@ pub fn generate<B: IllumeBackend>(
         return Ok(Vec::new());
     }
     let n_cond = prompt.dims()[1];
+    observer.prompt(n_cond);
     let n_uncond = unconditional.as_ref().map(|u| u.dims()[1]).unwrap_or(0);
     let rows = if unconditional.is_some() { 2 } else { 1 };
     let mut cache = lm.new_cache(rows, n_cond.max(n_uncond) + options.max_new_tokens);

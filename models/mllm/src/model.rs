@@ -41,6 +41,12 @@ pub struct ImageRequest {
     pub sampling: LevelSampling,
     pub decoding: Decoding,
     pub cfg_mode: CfgMode,
+    /// Text-to-image only: what the unconditional CFG stream describes instead of "a random
+    /// image". The official `InferenceConfig.unconditional_prompt` replaces the
+    /// unconditional user message (HF: `negative_image_prompt_ids`); a negative prompt here
+    /// is that message in the conditional prompt's own words (`Generate an image of
+    /// <tag>, the content of image is {negative}`), so guidance steers away from it.
+    pub negative_prompt: Option<String>,
 }
 
 impl ImageRequest {
@@ -58,6 +64,7 @@ impl ImageRequest {
             sampling: LevelSampling::from_global(SamplingParams::new(1.0, 2048, 1.0)),
             decoding: Decoding::Sample { seed: 42 },
             cfg_mode: CfgMode::Batched,
+            negative_prompt: None,
         }
     }
 
@@ -341,7 +348,8 @@ impl<B: IllumeBackend> IllumeMllm<B> {
         let (h, w) = (request.height, request.width);
         self.layout.resolution_tag(h, w)?;
         let prompt = self.embed_prompt(&Prompt::text_to_image(description, h, w), &[])?;
-        let uncond = self.embed_prompt(&Prompt::text_to_image_unconditional(h, w), &[])?;
+        let uncond = Prompt::text_to_image_guidance(request.negative_prompt.as_deref(), h, w);
+        let uncond = self.embed_prompt(&uncond, &[])?;
         self.generate_image(prompt, uncond, (h, w), request, observer)
     }
 
@@ -354,6 +362,13 @@ impl<B: IllumeBackend> IllumeMllm<B> {
         request: &ImageRequest,
         observer: &mut dyn Observer,
     ) -> Result<GeneratedImage> {
+        if request.negative_prompt.is_some() {
+            return Err(MllmError::Prompt(
+                "a negative prompt applies to text-to-image; editing's unconditional prompt \
+                 is the official \"reconstruct the image\""
+                    .into(),
+            ));
+        }
         let (w, h) = (image.width() as usize, image.height() as usize);
         let anchor = editing::nearest_anchor(w, h, &editing::ANCHORS);
         let boxed = editing::letterbox(image, anchor)?;

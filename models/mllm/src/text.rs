@@ -139,6 +139,15 @@ impl Prompt {
             .template(tag)
     }
 
+    /// The prompt of the unconditional CFG stream: the official one, or with a negative
+    /// prompt, the conditional template describing it (what guidance steers away from).
+    pub fn text_to_image_guidance(negative: Option<&str>, height: usize, width: usize) -> Self {
+        match negative {
+            Some(negative) => Self::text_to_image(negative, height, width),
+            None => Self::text_to_image_unconditional(height, width),
+        }
+    }
+
     /// Image editing: the input image at the anchor `height × width`, then the instruction.
     pub fn editing(instruction: &str, height: usize, width: usize) -> Self {
         let tag = resolution_tag(height, width);

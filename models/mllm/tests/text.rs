@@ -61,6 +61,26 @@ fn prompts_reproduce_the_official_ids() {
             ids(&tokenizer.encode(&uncond).unwrap()),
             set.i64s("t2i.uncond_input_ids")
         );
+
+        // The guidance row: the official unconditional prompt without a negative prompt;
+        // with one, the official conditional template holding it (here the fixture's own
+        // content, so the ids are the official conditional ids).
+        announce_case(&set, "t2i guidance row with and without a negative prompt");
+        let content = str_field(&meta, &["spec", "content"]);
+        let plain = Prompt::text_to_image_guidance(None, h, w);
+        assert_eq!(
+            ids(&tokenizer.encode(&plain).unwrap()),
+            set.i64s("t2i.uncond_input_ids")
+        );
+        let negative = Prompt::text_to_image_guidance(Some(content), h, w);
+        assert_eq!(
+            negative.text(),
+            str_field(&meta, &["meta", "t2i", "prompt"])
+        );
+        assert_eq!(
+            ids(&tokenizer.encode(&negative).unwrap()),
+            set.i64s("t2i.input_ids")
+        );
     }
 }
 
