@@ -1,19 +1,22 @@
 //! Embedding illume-rs in an application through its front door, `illume::pipeline`: load
-//! once, ask about an image, generate with progress and a cancel, edit, decode tokens.
+//! once, chat about two images over two turns, generate with progress, previews and a
+//! cancel, edit, decode tokens.
 //!
 //! ```sh
 //! cargo run --release --example embed -- MLLM_DIR DUALVITOK_PATH IMAGE
 //! cargo run --release --example embed            # the built-in demo models (random weights)
 //! ```
 //!
-//! Writes `embed_generated.png` and `embed_edited.png` in the current directory.
+//! Writes `embed_generated.png` and `embed_edited.webp` in the current directory.
 
 use std::error::Error;
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use illume::pipeline::{
-    DecodeRequest, Decoder, EditRequest, Event, Flow, GenerateRequest, ModelSource, NoEvents,
-    Pipeline, PipelineError, TokenKind, UnderstandRequest,
+    ChatRequest, DecodeRequest, Decoder, EditRequest, Event, Flow, GenerateRequest, ModelSource,
+    NoEvents, Pipeline, PipelineError, TokenKind, Turn,
 };
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -40,20 +43,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         pipeline.dtype()
     );
 
-    // Understanding: the answer streams as text events.
-    let mut request = UnderstandRequest::new(image.clone(), "Describe this image.");
-    request.text.max_new_tokens = 64;
-    let answer = pipeline.understand(&request, &mut |event: &Event| {
-        if let Event::Token {
-            kind: TokenKind::Text(text),
-            ..
-        } = event
-        {
-            print!("{text}");
-        }
-        Flow::Continue
-    })?;
-    println!("\n({} tokens in {:.1} s)", answer.tokens, answer.seconds);
+    // A conversation: two images in the first turn, then a text-only follow-up; every
+    // answer is generated from the whole conversation.
+    let images = vec![image.clone(), image::imageops::flip_horizontal(&image)];
+    let mut turns = vec![Turn::user("How do these two images differ?", 2)];
+    let first = ask(&pipeline, &turns, &images)?;
+    turns.push(Turn::assistant(first));
+    turns.push(Turn::user("And what do they have in common?", 0));
+    ask(&pipeline, &turns, &images)?;
 
     // Text-to-image, cancelled after 10 tokens: the pipeline stays usable.
     let request = GenerateRequest::new("a red fox in the snow", 256, 256);
@@ -63,10 +60,19 @@ fn main() -> Result<(), Box<dyn Error>> {
     });
     assert!(matches!(cancelled, Err(PipelineError::Cancelled)));
 
-    // The same request to the end, with a progress line.
+    // The same request to the end, with a progress line and a preview of the picture
+    // forming (the grids so far, decoded at most every 2 s).
+    let mut request = request;
+    request.preview_every = Some(Duration::from_secs(2));
     let images = pipeline.generate(&request, &mut |event: &Event| {
-        if let Event::Token { index, max, .. } = event {
-            eprint!("\rtoken {}/{max}", index + 1);
+        match event {
+            Event::Token { index, max, .. } => eprint!("\rtoken {}/{max}", index + 1),
+            Event::Preview { picture, rows, .. } => {
+                // An app would show `picture`; here it is saved.
+                let _ = picture.save("embed_preview.png");
+                eprint!(" (preview: {} + {} rows)", rows[0], rows[1]);
+            }
+            _ => {}
         }
         Flow::Continue
     })?;
@@ -78,7 +84,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         &EditRequest::new(image, "make it look like winter"),
         &mut NoEvents,
     )?;
-    edited.save("embed_edited.png".as_ref())?;
+    // The format follows the extension; the parameters go into the file's metadata.
+    edited.save("embed_edited.webp".as_ref())?;
 
     // Token grids back to pixels (here the generated image's own).
     let decoded = pipeline.decode(
@@ -86,6 +93,28 @@ fn main() -> Result<(), Box<dyn Error>> {
         &mut NoEvents,
     )?;
     assert_eq!(decoded.image, images[0].image);
-    println!("wrote embed_generated.png and embed_edited.png");
+    println!("wrote embed_generated.png and embed_edited.webp");
     Ok(())
+}
+
+/// The next answer of a conversation, streamed to stdout as its text events arrive.
+fn ask(
+    pipeline: &Pipeline,
+    turns: &[Turn],
+    images: &[image::RgbImage],
+) -> Result<String, PipelineError> {
+    let mut request = ChatRequest::new(turns.to_vec(), images.to_vec());
+    request.text.max_new_tokens = 48;
+    let answer = pipeline.chat(&request, &mut |event: &Event| {
+        if let Event::Token {
+            kind: TokenKind::Text(text),
+            ..
+        } = event
+        {
+            print!("{text}");
+        }
+        Flow::Continue
+    })?;
+    println!("\n({} tokens in {:.1} s)", answer.tokens, answer.seconds);
+    Ok(answer.text)
 }

@@ -119,7 +119,7 @@ fn bench_prints_a_table_per_backend() {
         "--item",
         "MATMUL",
         "--quick",
-        "--json",
+        "--jsonl",
         json.to_str().unwrap(),
     ]);
     assert!(stdout.contains("backend: ndarray (f32)"), "{stdout}");
@@ -193,7 +193,7 @@ fn bench_prints_a_table_per_backend() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!text(&out.stdout).contains("backend: ndarray"));
 
-    // An unwritable --json fails before measuring, naming the flag and the path.
+    // An unwritable --jsonl fails before measuring, naming the flag and the path.
     let bad = dir.join("no-such-dir").join("rows.jsonl");
     let out = illume(&[
         "bench",
@@ -202,16 +202,37 @@ fn bench_prints_a_table_per_backend() {
         "--group",
         "ops",
         "--quick",
-        "--json",
+        "--jsonl",
         bad.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("--json") && stderr.contains("no-such-dir"),
+        stderr.contains("--jsonl") && stderr.contains("no-such-dir"),
         "{stderr}"
     );
     assert!(!text(&out.stdout).contains("backend: ndarray"));
+
+    // The global --json: the rows as JSON lines on stdout, nothing else there.
+    let stdout = run_ok(&[
+        "bench",
+        "--backends",
+        "ndarray",
+        "--group",
+        "ops",
+        "--item",
+        "matmul",
+        "--quick",
+        "--json",
+    ]);
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r["item"] == "matmul f32"),
+        "{stdout}"
+    );
 }
 
 /// A fresh scratch folder for one test's files.
@@ -351,7 +372,7 @@ fn bad_images_and_sizes_are_clear_errors() {
         ))
         .unwrap();
     std::fs::write(&truncated, &jpeg[..jpeg.len() / 2]).unwrap();
-    let jpg_out = dir.join("out.jpg");
+    let gif_out = dir.join("out.gif");
     let missing_dir = dir.join("no-such-dir").join("out.png");
     let not_a_decoder = dir.join("empty-decoder");
     std::fs::create_dir_all(&not_a_decoder).unwrap();
@@ -385,8 +406,21 @@ fn bad_images_and_sizes_are_clear_errors() {
             "--temperature",
         ),
         (
-            vec!["generate", "x", "-o", jpg_out.to_str().unwrap()],
-            ".png",
+            vec!["generate", "x", "-o", gif_out.to_str().unwrap()],
+            ".webp",
+        ),
+        (
+            vec![
+                "generate",
+                "x",
+                "--negative-prompt",
+                "y",
+                "--cfg",
+                "1",
+                "-o",
+                out,
+            ],
+            "negative_prompt",
         ),
         (
             vec!["reconstruct", image, "-o", missing_dir.to_str().unwrap()],
@@ -412,7 +446,7 @@ fn bad_images_and_sizes_are_clear_errors() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
-    assert!(!jpg_out.exists(), "nothing is written on error");
+    assert!(!gif_out.exists(), "nothing is written on error");
     let cases: [(&[&str], &str); 4] = [
         (&["tokenize", corrupt.to_str().unwrap()], "corrupt.png"),
         (
@@ -475,7 +509,7 @@ fn bench_model_groups_run_quick() {
         "--group",
         "diffusion",
         "--quick",
-        "--json",
+        "--jsonl",
         json.to_str().unwrap(),
     ]);
     for needle in [
@@ -555,4 +589,153 @@ fn decode_of_tokenize_json_equals_reconstruct_and_generate_writes_n_images() {
     ]);
     assert_eq!(png_size(&dir.join("many-1.png")), (64, 64));
     assert_eq!(png_size(&dir.join("many-2.png")), (64, 64));
+}
+
+/// `chat`: one message with two images; an interactive session on stdin with /image,
+/// /reset, a bad image that does not end the session, and --json lines per answer.
+#[test]
+fn chat_answers_one_message_and_a_session_on_stdin() {
+    use std::io::Write;
+    let dir = scratch("chat");
+    let image = test_image(&dir);
+    let image = image.to_str().unwrap();
+    let out = illume(&[
+        "chat",
+        "--image",
+        image,
+        "--image",
+        image,
+        "What differs?",
+        "--max-new-tokens",
+        "4",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("tokens/s"), "{stderr}");
+
+    let session = format!(
+        "/image {image}\nWhat is it?\n/image {}/missing.png\nAnd the colour?\n/reset\n/nope\nHello\n/quit\nnever read\n",
+        dir.display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_illume"))
+        .args(["chat", "--json", "--max-new-tokens", "4"])
+        .env_remove("ILLUME_BACKEND")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the illume binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(session.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let answers: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    // Three messages: turns 1 and 2 of the first conversation, turn 1 after /reset.
+    let turns: Vec<u64> = answers
+        .iter()
+        .map(|a| a["turn"].as_u64().unwrap())
+        .collect();
+    assert_eq!(turns, vec![1, 2, 1], "{stdout}");
+    assert!(
+        answers.iter().all(|a| a["tokens"].as_u64() > Some(0)),
+        "{stdout}"
+    );
+    for needle in [
+        "image 1 attached",
+        "missing.png",
+        "new conversation",
+        "/nope",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "`{needle}` missing from:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `understand` with several images; `--json` documents of understand, generate (with a
+/// negative prompt, written as WebP with XMP), tokenize and inspect; errors as JSON too.
+#[test]
+fn understand_several_images_and_json_output() {
+    let dir = scratch("json");
+    let image = test_image(&dir);
+    let image = image.to_str().unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let stdout = run_ok(args);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}\n{stdout}"))
+    };
+    let answer = json(&[
+        "understand",
+        image,
+        "Which is brighter?",
+        "--image",
+        image,
+        "--json",
+        "--max-new-tokens",
+        "3",
+    ]);
+    assert!(answer["answer"].is_string(), "{answer}");
+    assert!(answer["tokens"].as_u64() > Some(0), "{answer}");
+
+    let webp = dir.join("negative.webp");
+    let generated = json(&[
+        "generate",
+        "a red circle",
+        "--negative-prompt",
+        "a blue square",
+        "--size",
+        "64x64",
+        "-o",
+        webp.to_str().unwrap(),
+        "--json",
+    ]);
+    let first = &generated["images"][0];
+    assert_eq!(first["path"], webp.to_str().unwrap(), "{generated}");
+    assert_eq!(
+        (first["width"].as_u64(), first["height"].as_u64()),
+        (Some(64), Some(64))
+    );
+    assert_eq!(first["metadata"]["illume.negative_prompt"], "a blue square");
+    assert_eq!(png_size(&webp), (64, 64));
+    let bytes = std::fs::read(&webp).unwrap();
+    let xmp = String::from_utf8_lossy(&bytes);
+    assert!(
+        xmp.contains("illume:negative_prompt=\"a blue square\""),
+        "no XMP parameters"
+    );
+
+    let tokens = json(&["tokenize", image, "--json"]);
+    assert!(tokens["pixel"]["indices"].is_array(), "{tokens}");
+    for set in fixture_sets("dualvitok") {
+        let inspected = json(&[
+            "inspect",
+            set.dir.join("model.safetensors").to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(
+            inspected["kind"].as_str().unwrap().starts_with("DualViTok"),
+            "{inspected}"
+        );
+        assert!(inspected["parameters"].as_u64() > Some(0), "{inspected}");
+    }
+
+    let out = illume(&["inspect", "/nonexistent/x.bin", "--json"]);
+    assert!(!out.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).expect("an error document");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/x.bin"),
+        "{error}"
+    );
 }

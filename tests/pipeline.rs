@@ -354,3 +354,152 @@ fn a_conversation_with_two_images_and_a_text_turn_answers() {
     }
     assert!(fresh.loaded().is_empty());
 }
+
+/// The negative prompt replaces the unconditional prompt: with the prompt itself as the
+/// negative, both CFG rows hold the same logits, so `g·(c − u) + u = c` exactly and greedy
+/// decoding picks what it picks without CFG (sequential CFG: each row runs alone, as the
+/// cfg-off run does, so the logits are bit-identical). Another negative prompt changes the
+/// image. Validation refuses what would silently do nothing.
+#[test]
+fn negative_prompt_replaces_the_unconditional_stream() {
+    use illume::mllm::{CfgMode, Decoding};
+    let pipeline = demo(MemoryPolicy::OneLargeModel);
+    let mut base = small_request();
+    base.image.decoding = Decoding::Greedy;
+    base.image.cfg_mode = CfgMode::Sequential;
+    base.image.guidance = 3.0;
+    let generate = |request: &GenerateRequest| {
+        pipeline
+            .generate(request, &mut NoEvents)
+            .expect("generates")
+            .remove(0)
+    };
+    let default_uncond = generate(&base);
+
+    let mut same_as_prompt = base.clone();
+    same_as_prompt.image.negative_prompt = Some(base.prompt.clone());
+    let mut no_cfg = base.clone();
+    no_cfg.image.guidance = 1.0;
+    let cancelled_out = generate(&same_as_prompt);
+    assert_eq!(cancelled_out.tokens, generate(&no_cfg).tokens);
+    assert!(cancelled_out
+        .metadata
+        .contains(&("illume.negative_prompt".into(), base.prompt.clone())));
+
+    let mut other = base.clone();
+    other.image.negative_prompt = Some("green triangles".into());
+    let steered = generate(&other);
+    assert_ne!(steered.tokens, default_uncond.tokens);
+    assert_ne!(steered.tokens, cancelled_out.tokens);
+
+    // Without CFG there is no unconditional stream to replace; editing keeps the official one.
+    let mut silent = base.clone();
+    silent.image.guidance = 1.0;
+    silent.image.negative_prompt = Some("anything".into());
+    let refused = pipeline.generate(&silent, &mut NoEvents).map(|_| ());
+    assert_refused_field(refused, "negative_prompt");
+    let mut edit = illume::pipeline::EditRequest::new(test_image(), "make it blue");
+    edit.sampling.negative_prompt = Some("red".into());
+    assert_refused_field(
+        pipeline.edit(&edit, &mut NoEvents).map(|_| ()),
+        "negative_prompt",
+    );
+}
+
+fn assert_refused_field(result: Result<(), PipelineError>, expected: &str) {
+    match result {
+        Err(PipelineError::InvalidRequest { field, .. }) if field == expected => {}
+        other => panic!("expected `{expected}` refused, got {other:?}"),
+    }
+}
+
+/// Previews arrive as each grid row completes (here without throttling), each of the
+/// output's size, and the last one (every row of both grids) is the final image.
+#[test]
+fn previews_show_the_grid_forming_and_end_at_the_result() {
+    let pipeline = demo(MemoryPolicy::OneLargeModel);
+    let mut request = small_request();
+    request.preview_every = Some(std::time::Duration::ZERO);
+    let mut previews = Vec::new();
+    let images = pipeline
+        .generate(&request, &mut |e: &Event| {
+            if let Event::Preview { picture, rows, .. } = e {
+                previews.push((picture.clone(), *rows));
+            }
+            Flow::Continue
+        })
+        .expect("generates with previews");
+    // 64x64: 2 semantic rows, then 4 pixel rows.
+    let rows: Vec<[usize; 2]> = previews.iter().map(|(_, r)| *r).collect();
+    assert_eq!(rows, vec![[1, 0], [2, 0], [2, 1], [2, 2], [2, 3], [2, 4]]);
+    assert!(previews.iter().all(|(p, _)| p.dimensions() == (64, 64)));
+    assert_eq!(previews.last().unwrap().0, images[0].image);
+
+    // Throttled to an hour: only the first row's preview.
+    request.preview_every = Some(std::time::Duration::from_secs(3600));
+    let mut count = 0;
+    pipeline
+        .generate(&request, &mut |e: &Event| {
+            count += matches!(e, Event::Preview { .. }) as usize;
+            Flow::Continue
+        })
+        .expect("generates");
+    assert_eq!(count, 1);
+}
+
+/// With `latent_preview`, every diffusion step carries a picture of the latents at 1/8 the
+/// output size; without it, none.
+#[test]
+fn diffusion_steps_carry_latent_previews_when_asked() {
+    let pipeline = demo(MemoryPolicy::OneLargeModel);
+    let tokens = pipeline
+        .tokenize(&test_image(), DEFAULT_MAX_PIXELS, &mut NoEvents)
+        .expect("tokenizes");
+    for asked in [true, false] {
+        let mut settings = DiffusionSettings::default();
+        settings.options.steps = 2;
+        settings.options.size = Some(illume::diffusion::ImageSize::new(512, 512));
+        settings.latent_preview = asked;
+        let mut sizes = Vec::new();
+        let image = pipeline
+            .decode(
+                &DecodeRequest::new(tokens.clone(), Decoder::Diffusion(settings)),
+                &mut |e: &Event| {
+                    if let Event::DiffusionStep { preview, .. } = e {
+                        sizes.push(preview.as_ref().map(|p| p.dimensions()));
+                    }
+                    Flow::Continue
+                },
+            )
+            .expect("decodes");
+        assert_eq!(image.image.dimensions(), (512, 512));
+        let expected = if asked { Some((64, 64)) } else { None };
+        assert_eq!(sizes, vec![expected; 2], "latent_preview {asked}");
+    }
+}
+
+/// Understanding with two images is the one-turn conversation holding both.
+#[test]
+fn understanding_several_images_is_a_one_turn_conversation() {
+    use illume::pipeline::{ChatRequest, Turn, UnderstandRequest};
+    let pipeline = demo(MemoryPolicy::OneLargeModel);
+    let images = vec![test_image(), image::imageops::flip_vertical(&test_image())];
+    let mut understand = UnderstandRequest::with_images(images.clone(), "Which is brighter?");
+    understand.text.max_new_tokens = 6;
+    let mut chat = ChatRequest::new(vec![Turn::user("Which is brighter?", 2)], images);
+    chat.text.max_new_tokens = 6;
+    let a = pipeline
+        .understand(&understand, &mut NoEvents)
+        .expect("understands");
+    let b = pipeline.chat(&chat, &mut NoEvents).expect("chats");
+    assert_eq!(a.text, b.text);
+    assert_eq!(a.tokens, b.tokens);
+    let empty = UnderstandRequest::with_images(Vec::new(), "what?");
+    assert!(matches!(
+        pipeline.understand(&empty, &mut NoEvents),
+        Err(PipelineError::InvalidRequest {
+            field: "images",
+            ..
+        })
+    ));
+}

@@ -17,8 +17,10 @@ the item names. --quick is a smoke run on tiny shapes (its timings mean little).
 
 Examples:
   illume bench --backends flex --group ops --item matmul --quick
-  illume bench --backends flex --group mllm --item \"3B shape decode\" --json runs.jsonl
-      (one row at the real shapes, also written to runs.jsonl)")]
+  illume bench --backends flex --group mllm --item \"3B shape decode\" --jsonl runs.jsonl
+      (one row at the real shapes, also written to runs.jsonl)
+  illume bench --group ops --quick --json
+      (the rows as JSON lines on stdout instead of tables)")]
 pub struct Args {
     /// Backends to measure, comma-separated (default: every compiled backend that starts).
     #[arg(long, value_delimiter = ',')]
@@ -36,14 +38,15 @@ pub struct Args {
     /// (null when none), peak_rss_bytes (peak resident memory while the row ran; null when
     /// unknown), note, official_seconds (the official PyTorch time for the same work; null
     /// when none) and ratio (official_seconds / seconds: above 1 is faster; null when none).
+    /// With the global --json, the same objects go to stdout instead of the tables.
     #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    jsonl: Option<PathBuf>,
     /// Smaller shapes and fewer repetitions (a smoke run, not a measurement).
     #[arg(long)]
     quick: bool,
 }
 
-pub fn run(args: Args, precision: Precision) -> super::CliResult {
+pub fn run(args: Args, precision: Precision, json_stdout: bool) -> super::CliResult {
     let explicit = !args.backends.is_empty();
     let kinds = if explicit {
         args.backends
@@ -64,18 +67,27 @@ pub fn run(args: Args, precision: Precision) -> super::CliResult {
             // An explicitly requested backend that cannot run is an error; an implicit one
             // is reported and skipped.
             Err(e) if explicit => return Err(e.into()),
-            Err(e) => println!("backend {kind}: skipped: {e}\n"),
+            Err(e) => eprintln!("backend {kind}: skipped: {e}"),
         }
     }
     check_items(&backends, precision, &options)?;
-    let mut json = match &args.json {
+    let mut json = match &args.jsonl {
         Some(path) => Some((open_json(path)?, path)),
         None => None,
     };
     for (kind, dtype) in backends {
-        println!("{}", bench::header(kind, dtype));
+        if !json_stdout {
+            println!("{}", bench::header(kind, dtype));
+        }
         let mut emit = |row: &bench::Row| -> io::Result<()> {
-            println!("{row}");
+            if json_stdout {
+                let line = serde_json::to_string(&row.record(kind, dtype))?;
+                let mut out = io::stdout().lock();
+                writeln!(out, "{line}")?;
+                out.flush()?;
+            } else {
+                println!("{row}");
+            }
             if let Some((file, path)) = &mut json {
                 // Flushed per row: a stopped run keeps what it measured.
                 serde_json::to_writer(&mut *file, &row.record(kind, dtype))
@@ -87,7 +99,9 @@ pub fn run(args: Args, precision: Precision) -> super::CliResult {
             Ok(())
         };
         bench::run(kind, precision, &options, &mut emit)?;
-        println!();
+        if !json_stdout {
+            println!();
+        }
     }
     Ok(())
 }
@@ -127,7 +141,7 @@ fn check_items(
     Ok(())
 }
 
-/// Create (or truncate) the `--json` file before measuring, so a bad path fails at once.
+/// Create (or truncate) the `--jsonl` file before measuring, so a bad path fails at once.
 fn open_json(path: &Path) -> Result<BufWriter<File>, String> {
     File::create(path)
         .map(BufWriter::new)
@@ -135,5 +149,5 @@ fn open_json(path: &Path) -> Result<BufWriter<File>, String> {
 }
 
 fn json_error(path: &Path, e: &io::Error) -> String {
-    format!("--json {}: {e}", path.display())
+    format!("--jsonl {}: {e}", path.display())
 }

@@ -1,11 +1,16 @@
 //! Flag groups shared by the verbs, and the pipeline they open.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use illume::diffusion::vae::VaeTiling;
 use illume::diffusion::{CodePrecision, DecodeOptions};
-use illume::mllm::{CfgMode, Chain, Decoding, ImageRequest, LevelSampling, SamplingParams};
-use illume::pipeline::{DiffusionSettings, ModelSource, Pipeline, PipelineBuilder};
+use illume::mllm::{
+    CfgMode, Chain, Decoding, ImageRequest, LevelSampling, SamplingParams, TextRequest,
+};
+use illume::pipeline::{
+    Answer, DiffusionSettings, GeneratedImage, ModelSource, Pipeline, PipelineBuilder,
+};
+use serde_json::{json, Value};
 
 /// What `--help` says about `generation_config.json` (shared by the three MLLM verbs).
 macro_rules! generation_config_help {
@@ -82,6 +87,108 @@ pub struct SamplingArgs {
     /// form) instead of batching it with the conditional row.
     #[arg(long)]
     pub sequential_cfg: bool,
+}
+
+/// Decoding flags of text answers (`understand`, `chat`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TextArgs {
+    /// Stop after this many tokens.
+    #[arg(long, default_value_t = 1024, value_parser = super::values::positive)]
+    pub max_new_tokens: usize,
+    /// Sample instead of greedy decoding, with this seed (ChaCha8).
+    #[arg(long, value_name = "SEED")]
+    pub sample: Option<u64>,
+    /// Temperature when sampling (> 0).
+    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true, value_parser = super::values::temperature)]
+    pub temperature: f32,
+    /// Top-k when sampling (0 = off).
+    #[arg(long, default_value_t = 20)]
+    pub top_k: usize,
+    /// Top-p when sampling, in (0, 1] (1 = off).
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = super::values::top_p)]
+    pub top_p: f32,
+}
+
+impl TextArgs {
+    pub(super) fn request(&self) -> TextRequest {
+        TextRequest {
+            max_new_tokens: self.max_new_tokens,
+            decoding: match self.sample {
+                Some(seed) => Decoding::Sample { seed },
+                None => Decoding::Greedy,
+            },
+            sampling: SamplingParams::new(self.temperature, self.top_k, self.top_p),
+        }
+    }
+}
+
+/// Print one JSON document on stdout (`--json`).
+pub(super) fn print_json(value: &Value) -> super::CliResult {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// A written image as `--json` reports it.
+pub(super) fn image_json(path: &Path, image: &GeneratedImage) -> Value {
+    let metadata: serde_json::Map<String, Value> = image
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "path": path,
+        "width": image.image.width(),
+        "height": image.image.height(),
+        "generated_tokens": image.generated_tokens,
+        "generation_seconds": image.generation_seconds,
+        "metadata": metadata,
+    })
+}
+
+/// A text answer as `--json` reports it.
+pub(super) fn answer_json(answer: &Answer) -> Value {
+    json!({
+        "answer": answer.text,
+        "tokens": answer.tokens,
+        "seconds": answer.seconds,
+    })
+}
+
+/// The timing line of a text answer (stderr).
+pub(super) fn answer_timing(answer: &Answer) -> String {
+    format!(
+        "{} tokens in {:.1} s ({:.1} tokens/s, image encoding included)",
+        answer.tokens,
+        answer.seconds,
+        answer.tokens as f64 / answer.seconds.max(1e-9)
+    )
+}
+
+/// The timing line of a generated image (stderr).
+pub(super) fn generation_timing(image: &GeneratedImage) -> String {
+    format!(
+        "{} tokens in {:.1} s ({:.1} tokens/s)",
+        image.generated_tokens,
+        image.generation_seconds,
+        image.generated_tokens as f64 / image.generation_seconds.max(1e-9)
+    )
+}
+
+/// Report written images: a line each, or one JSON document `{"images": [...]}`.
+pub(super) fn report_images(json: bool, written: &[(PathBuf, GeneratedImage)]) -> super::CliResult {
+    if json {
+        let images: Vec<Value> = written.iter().map(|(p, i)| image_json(p, i)).collect();
+        return print_json(&json!({ "images": images }));
+    }
+    for (path, image) in written {
+        println!(
+            "wrote {} ({}x{})",
+            path.display(),
+            image.image.width(),
+            image.image.height()
+        );
+    }
+    Ok(())
 }
 
 impl ModelArgs {
@@ -174,6 +281,7 @@ impl SamplingArgs {
             } else {
                 CfgMode::Batched
             },
+            negative_prompt: None,
         }
     }
 }
@@ -223,6 +331,8 @@ impl DiffusionArgs {
                 "f32" => CodePrecision::Float32,
                 _ => CodePrecision::Float16,
             },
+            // The CLI shows bars, not pictures.
+            latent_preview: false,
         }
     }
 }

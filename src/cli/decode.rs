@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use illume::dualvitok::{image_io, DualTokens};
-use illume::pipeline::{DecodeRequest, Decoder};
+use illume::dualvitok::DualTokens;
+use illume::pipeline::{check_output, DecodeRequest, Decoder};
 
-use super::common::{source, DiffusionArgs};
+use super::common::{report_images, source, DiffusionArgs};
 use super::progress::Progress;
 use super::tokenize::tokenizer_only;
 
@@ -25,7 +25,8 @@ pub struct Args {
     pub tokenizer: Option<PathBuf>,
     /// The token grids (JSON).
     pub tokens: PathBuf,
-    /// Where to write the image (PNG).
+    /// Where to write the image (.png, .jpg/.jpeg or .webp; the parameters go into
+    /// its metadata).
     #[arg(short, long, value_name = "OUT.png")]
     pub output: PathBuf,
     /// With --diffusion: seed of the initial latents.
@@ -35,8 +36,8 @@ pub struct Args {
     pub diffusion: DiffusionArgs,
 }
 
-pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
-    image_io::check_png_output(&args.output)?;
+pub fn run(args: Args, compute: super::Compute, json: bool) -> super::CliResult {
+    check_output(&args.output)?;
     let text = std::fs::read_to_string(&args.tokens)
         .map_err(|e| format!("{}: {e}", args.tokens.display()))?;
     let tokens: DualTokens = serde_json::from_str(&text).map_err(|e| {
@@ -54,13 +55,10 @@ pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
         None => Decoder::Pixel,
     };
     let pipeline = compute.open(builder)?;
-    let image = pipeline.decode(&DecodeRequest::new(tokens, decoder), &mut Progress::new())?;
+    let image = pipeline.decode(
+        &DecodeRequest::new(tokens, decoder),
+        &mut Progress::new(json),
+    )?;
     image.save(&args.output)?;
-    println!(
-        "wrote {} ({}x{})",
-        args.output.display(),
-        image.image.width(),
-        image.image.height()
-    );
-    Ok(())
+    report_images(json, &[(args.output, image)])
 }

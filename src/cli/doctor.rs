@@ -6,6 +6,7 @@ use std::time::Duration;
 use illume::backends::{dtype_name, human_bytes, BackendKind, Precision};
 use illume::parity::{self, Component};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -34,14 +35,20 @@ pub struct Args {
     no_parity: bool,
 }
 
-pub fn run(args: Args, precision: Precision) -> super::CliResult {
+pub fn run(args: Args, precision: Precision, json: bool) -> super::CliResult {
+    // Text for people, or (with --json) one document at the end.
+    let say = |line: String| {
+        if !json {
+            println!("{line}");
+        }
+    };
     let compiled = BackendKind::compiled();
     let names: Vec<&str> = compiled.iter().map(|k| k.name()).collect();
-    println!(
+    say(format!(
         "illume {} — compiled backends: {}",
         env!("CARGO_PKG_VERSION"),
         names.join(", ")
-    );
+    ));
     let kinds: Vec<BackendKind> = if args.backends.is_empty() {
         compiled
             .iter()
@@ -52,10 +59,11 @@ pub fn run(args: Args, precision: Precision) -> super::CliResult {
         args.backends.clone()
     };
     if kinds.is_empty() {
-        println!(
+        say(
             "only the CPU reference (ndarray) is compiled in: nothing to compare. Rebuild with \
              `--features wgpu` (Vulkan, Metal, DX12; Mesa lavapipe without a GPU) or \
              `--features cuda` to check a GPU."
+                .into(),
         );
     }
     let components: Vec<Component> = Component::ALL
@@ -64,24 +72,35 @@ pub fn run(args: Args, precision: Precision) -> super::CliResult {
         .collect();
 
     let (mut passed, mut failed) = (0, 0);
+    let mut reports = Vec::new();
     for kind in kinds {
-        println!("\n== {kind}");
+        say(format!("\n== {kind}"));
+        let mut report = json!({ "backend": kind.name() });
         if !kind.is_compiled() {
-            println!("  not compiled in: rebuild with `--features {kind}`");
+            say(format!(
+                "  not compiled in: rebuild with `--features {kind}`"
+            ));
+            report["error"] = json!("not compiled in");
+            reports.push(report);
             failed += 1;
             continue;
         }
         #[cfg(feature = "wgpu")]
         if kind == BackendKind::Wgpu {
             match illume::backends::wgpu_adapter() {
-                Ok(adapter) => println!("{adapter}"),
-                Err(e) => println!("  adapter: {e}"),
+                Ok(adapter) => {
+                    say(adapter.to_string());
+                    report["adapter"] = json!(adapter.to_string().trim());
+                }
+                Err(e) => say(format!("  adapter: {e}")),
             }
         }
         let (limits, dtype) = match illume::backends::limits(kind, precision) {
             Ok(report) => report,
             Err(e) => {
-                println!("  cannot start: {e}");
+                say(format!("  cannot start: {e}"));
+                report["error"] = json!(e.to_string());
+                reports.push(report);
                 failed += 1;
                 continue;
             }
@@ -91,27 +110,36 @@ pub fn run(args: Args, precision: Precision) -> super::CliResult {
                 .map(human_bytes)
                 .unwrap_or_else(|| "host memory".into())
         };
-        println!(
+        say(format!(
             "  kernel binding limit:  {}",
             size(limits.max_storage_binding_size)
-        );
-        println!(
+        ));
+        say(format!(
             "  shared memory:         {}",
             size(limits.max_shared_memory_size.map(|b| b as u64))
-        );
-        println!(
+        ));
+        say(format!(
             "  half precision:        f16 {}, bf16 {}",
             if limits.f16 { "yes" } else { "no" },
             if limits.bf16 { "yes" } else { "no" }
-        );
-        println!(
+        ));
+        say(format!(
             "  computes in:           {} (--precision {precision})",
             dtype_name(dtype)
-        );
+        ));
+        report["limits"] = json!({
+            "max_storage_binding_bytes": limits.max_storage_binding_size,
+            "max_shared_memory_bytes": limits.max_shared_memory_size,
+            "f16": limits.f16,
+            "bf16": limits.bf16,
+        });
+        report["dtype"] = json!(dtype_name(dtype));
         if args.no_parity {
+            reports.push(report);
             continue;
         }
-        println!("  parity against ndarray:");
+        say("  parity against ndarray:".into());
+        let mut checks_json = Vec::new();
         for &component in &components {
             let bar = spinner();
             bar.set_message(format!("{} on {kind} and ndarray", component.name()));
@@ -120,7 +148,13 @@ pub fn run(args: Args, precision: Precision) -> super::CliResult {
             match result {
                 Ok((_, checks)) => {
                     for check in checks {
-                        println!("    {check}");
+                        say(format!("    {check}"));
+                        checks_json.push(json!({
+                            "component": component.name(),
+                            "item": check.item,
+                            "passed": check.passed(),
+                            "detail": check.to_string(),
+                        }));
                         if check.passed() {
                             passed += 1;
                         } else {
@@ -129,18 +163,35 @@ pub fn run(args: Args, precision: Precision) -> super::CliResult {
                     }
                 }
                 Err(e) => {
-                    println!("    {:<10} could not run: {e}", component.name());
+                    say(format!("    {:<10} could not run: {e}", component.name()));
+                    checks_json.push(json!({
+                        "component": component.name(),
+                        "passed": false,
+                        "detail": format!("could not run: {e}"),
+                    }));
                     failed += 1;
                 }
             }
         }
+        report["checks"] = json!(checks_json);
+        reports.push(report);
     }
-    println!();
+    if json {
+        super::common::print_json(&json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "compiled": names,
+            "backends": reports,
+            "passed": passed,
+            "failed": failed,
+        }))?;
+    } else {
+        println!();
+    }
     if failed > 0 {
         return Err(format!("{failed} check(s) failed, {passed} passed").into());
     }
     if passed > 0 {
-        println!("all {passed} checks passed");
+        say(format!("all {passed} checks passed"));
     }
     Ok(())
 }

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use illume::dualvitok::image_io;
 use illume::mllm::editing::{nearest_anchor, ANCHORS};
-use illume::pipeline::{Decoder, EditRequest};
+use illume::pipeline::{check_output, Decoder, EditRequest};
 
 use super::common::{
-    generation_config_help, source, DiffusionArgs, ModelArgs, SamplingArgs, EDITING_DEFAULTS,
+    generation_config_help, generation_timing, report_images, source, DiffusionArgs, ModelArgs,
+    SamplingArgs, EDITING_DEFAULTS,
 };
 use super::progress::Progress;
 
@@ -31,7 +32,7 @@ pub struct Args {
     pub image: PathBuf,
     /// What to change.
     pub instruction: String,
-    /// Where to write the edited image (PNG, the input's size).
+    /// Where to write the edited image (the input's size): .png, .jpg/.jpeg or .webp.
     #[arg(short, long, value_name = "OUT.png")]
     pub output: PathBuf,
     #[command(flatten)]
@@ -42,8 +43,8 @@ pub struct Args {
     pub diffusion: DiffusionArgs,
 }
 
-pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
-    image_io::check_png_output(&args.output)?;
+pub fn run(args: Args, compute: super::Compute, json: bool) -> super::CliResult {
+    check_output(&args.output)?;
     let image = image_io::read_rgb(&args.image)?;
     let (h, w) = nearest_anchor(image.width() as usize, image.height() as usize, &ANCHORS);
     let mut builder = args.models.builder();
@@ -54,14 +55,8 @@ pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
         request.decoder = Decoder::Diffusion(args.diffusion.settings(args.sampling.seed));
     }
     let pipeline = compute.open(builder)?;
-    let edited = pipeline.edit(&request, &mut Progress::new())?;
+    let edited = pipeline.edit(&request, &mut Progress::new(json))?;
     edited.save(&args.output)?;
-    eprintln!(
-        "{} tokens at the {w}x{h} anchor in {:.1} s ({:.1} tokens/s)",
-        edited.generated_tokens,
-        edited.generation_seconds,
-        edited.generated_tokens as f64 / edited.generation_seconds.max(1e-9)
-    );
-    println!("wrote {}", args.output.display());
-    Ok(())
+    eprintln!("{} at the {w}x{h} anchor", generation_timing(&edited));
+    report_images(json, &[(args.output, edited)])
 }

@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use illume::dualvitok::image_io;
-use illume::pipeline::{Decoder, GenerateRequest};
+use illume::pipeline::{check_output, Decoder, GenerateRequest};
 
 use super::common::{
-    generation_config_help, DiffusionArgs, ModelArgs, SamplingArgs, GENERATION_DEFAULTS,
+    generation_config_help, generation_timing, report_images, DiffusionArgs, ModelArgs,
+    SamplingArgs, GENERATION_DEFAULTS,
 };
 use super::progress::Progress;
 
@@ -16,8 +16,11 @@ use super::progress::Progress;
     "Pipeline: the prompt goes through the Qwen chat template (`Generate an image of \
 <height_H><width_W>, the content of image is ...`), the MLLM samples the image's semantic and \
 pixel token grids under the interleaved logits processor with classifier-free guidance (the \
-unconditional prompt is `Generate a random image of <height_H><width_W>`), and DualViTok's \
-pixel decoder turns the tokens into a PNG of --size (WxH; the prompt's tags are height first).\n\n\
+unconditional prompt is `Generate a random image of <height_H><width_W>`, or with \
+--negative-prompt TEXT the conditional wording with TEXT as the content), and DualViTok's \
+pixel decoder turns the tokens into an image of --size (WxH; the prompt's tags are height \
+first). -o picks the format by its extension (.png, .jpg, .webp); the parameters go into the \
+file's metadata (PNG text chunks, XMP in JPEG and WebP).\n\n\
 Sampling: --temperature/--top-k/--top-p are the global values; the semantic level defaults \
 to them and the pixel level to the semantic values with 3x the top-k, as in the official \
 InferenceConfig. The `eval` preset (default) is generation_eval's InterleavedLogitsProcessor \
@@ -36,9 +39,13 @@ pub struct Args {
     pub models: ModelArgs,
     /// What the image should show.
     pub prompt: String,
-    /// Where to write the image (PNG).
+    /// Where to write the image: .png, .jpg/.jpeg or .webp (lossless).
     #[arg(short, long, value_name = "OUT.png")]
     pub output: PathBuf,
+    /// What the image should not show: the unconditional CFG stream describes this instead
+    /// of "a random image", so guidance steers away from it (needs --cfg above 1).
+    #[arg(long, value_name = "TEXT")]
+    pub negative_prompt: Option<String>,
     /// Image size WxH (width first, as `upscale --size`): multiples of 64 up to 1024.
     /// Trained anchors: 512x512, 384x512, 512x384, 384x768, 768x384, 384x576, 576x384,
     /// 320x960, 960x320, 256x1024, 1024x256, and 256x256.
@@ -76,9 +83,15 @@ fn parse_size(text: &str) -> Result<HeightWidth, String> {
     Ok((h, w))
 }
 
-pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
+pub fn run(args: Args, compute: super::Compute, json: bool) -> super::CliResult {
     // Every path is checked before the generation, not after it.
-    image_io::check_png_output(&args.output)?;
+    let count = usize::from(args.count);
+    let paths: Vec<PathBuf> = (0..count)
+        .map(|i| numbered(&args.output, i, count))
+        .collect();
+    for path in &paths {
+        check_output(path)?;
+    }
     let (h, w) = args.size;
     let mut builder = args.models.builder();
     let decoder = match &args.diffusion.diffusion {
@@ -90,27 +103,18 @@ pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
     };
     let mut request = GenerateRequest::new(args.prompt.clone(), h, w);
     request.image = args.sampling.request(h, w, &GENERATION_DEFAULTS);
-    request.count = usize::from(args.count);
+    request.image.negative_prompt = args.negative_prompt.clone();
+    request.count = count;
     request.decoder = decoder;
     let pipeline = compute.open(builder)?;
-    let images = pipeline.generate(&request, &mut Progress::new())?;
-    for (i, image) in images.iter().enumerate() {
-        let path = numbered(&args.output, i, images.len());
+    let images = pipeline.generate(&request, &mut Progress::new(json))?;
+    let mut written = Vec::with_capacity(images.len());
+    for (path, image) in paths.into_iter().zip(images) {
         image.save(&path)?;
-        eprintln!(
-            "{} tokens in {:.1} s ({:.1} tokens/s)",
-            image.generated_tokens,
-            image.generation_seconds,
-            image.generated_tokens as f64 / image.generation_seconds.max(1e-9)
-        );
-        println!(
-            "wrote {} ({}x{})",
-            path.display(),
-            image.image.width(),
-            image.image.height()
-        );
+        eprintln!("{}", generation_timing(&image));
+        written.push((path, image));
     }
-    Ok(())
+    report_images(json, &written)
 }
 
 /// `out.png` for one image; `out-1.png`, `out-2.png`, ... for several.

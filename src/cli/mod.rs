@@ -7,6 +7,7 @@ use illume::backends::{BackendChoice, Precision};
 use illume::pipeline::{Pipeline, PipelineBuilder, PipelineError};
 
 mod bench;
+mod chat;
 mod common;
 mod decode;
 mod doctor;
@@ -50,6 +51,11 @@ struct Cli {
     #[arg(long, global = true, env = "ILLUME_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
 
+    /// Machine-readable output: the verb's result as one JSON document on stdout (chat: one
+    /// line per answer, bench: one line per row) instead of text; progress stays on stderr.
+    #[arg(long, global = true)]
+    json: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -66,8 +72,10 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Round-trip an image through DualViTok tokens and write the reconstruction.
     Reconstruct(reconstruct::Args),
-    /// Ask the MLLM about an image; the answer streams as it is generated.
+    /// Ask the MLLM about one or more images; the answer streams as it is generated.
     Understand(understand::Args),
+    /// Converse with the MLLM over several turns, with images (interactive without MESSAGE).
+    Chat(chat::Args),
     /// Generate an image from a text prompt (MLLM tokens, decoded by DualViTok).
     Generate(generate::Args),
     /// Render token grids (from `tokenize --json`) to an image.
@@ -94,22 +102,28 @@ pub fn main() -> ExitCode {
         backend: cli.backend,
         precision: cli.precision,
     };
+    let json = cli.json;
     let result = match cli.command {
-        Command::Inspect(args) => inspect::run(args),
-        Command::Bench(args) => bench::run(args, cli.precision),
-        Command::Doctor(args) => doctor::run(args, cli.precision),
-        Command::Tokenize(args) => tokenize::run(args, compute),
-        Command::Reconstruct(args) => reconstruct::run(args, compute),
-        Command::Understand(args) => understand::run(args, compute),
-        Command::Generate(args) => generate::run(args, compute),
-        Command::Decode(args) => decode::run(args, compute),
-        Command::Edit(args) => edit::run(args, compute),
-        Command::Upscale(args) => upscale::run(args, compute),
+        Command::Inspect(args) => inspect::run(args, json),
+        Command::Bench(args) => bench::run(args, cli.precision, json),
+        Command::Doctor(args) => doctor::run(args, cli.precision, json),
+        Command::Tokenize(args) => tokenize::run(args, compute, json),
+        Command::Reconstruct(args) => reconstruct::run(args, compute, json),
+        Command::Understand(args) => understand::run(args, compute, json),
+        Command::Chat(args) => chat::run(args, compute, json),
+        Command::Generate(args) => generate::run(args, compute, json),
+        Command::Decode(args) => decode::run(args, compute, json),
+        Command::Edit(args) => edit::run(args, compute, json),
+        Command::Upscale(args) => upscale::run(args, compute, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            if json {
+                // A script reading stdout gets a document either way.
+                println!("{}", serde_json::json!({ "error": e.to_string() }));
+            }
             ExitCode::FAILURE
         }
     }

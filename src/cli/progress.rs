@@ -10,6 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub(super) struct Progress {
     bar: ProgressBar,
+    /// Answer text goes to stdout as it is generated (not under `--json`, whose document
+    /// holds the whole answer).
+    stream_text: bool,
     notice_shown: bool,
     /// Whether answer text has started (the bar is gone then).
     streaming: bool,
@@ -17,12 +20,14 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    pub(super) fn new() -> Self {
+    /// Progress on stderr; answer text streamed to stdout unless `json`.
+    pub(super) fn new(json: bool) -> Self {
         let bar = ProgressBar::new_spinner();
         spinner_style(&bar);
         bar.enable_steady_tick(Duration::from_millis(120));
         Self {
             bar,
+            stream_text: !json,
             notice_shown: false,
             streaming: false,
             diffusion_started: None,
@@ -63,15 +68,21 @@ impl Events for Progress {
             Event::Loading {
                 component,
                 path,
+                files,
                 bytes,
                 demo,
+                ..
             } => {
                 if *demo && !self.notice_shown {
                     self.notice_shown = true;
                     self.bar.suspend(|| eprintln!("{}", illume::demo::NOTICE));
                 }
+                let count = match files.len() {
+                    1 => String::new(),
+                    n => format!("{n} files, "),
+                };
                 self.stage(format!(
-                    "loading {} from {} ({})",
+                    "loading {} from {} ({count}{})",
                     component.name(),
                     path.display(),
                     human_bytes(*bytes)
@@ -91,6 +102,9 @@ impl Events for Progress {
                 max,
                 kind,
             } => match kind {
+                TokenKind::Text(_) if !self.stream_text => self
+                    .bar
+                    .set_message(format!("answering: {} tokens", index + 1)),
                 TokenKind::Text(text) => {
                     if !self.streaming {
                         self.streaming = true;

@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use illume::dualvitok::{image_io, tokenizer::DEFAULT_MAX_PIXELS};
+use illume::pipeline::check_output;
+
+use super::common::report_images;
 
 use super::progress::Progress;
 use super::tokenize::tokenizer_only;
@@ -21,7 +24,8 @@ pub struct Args {
     pub tokenizer: Option<PathBuf>,
     /// The image to reconstruct (PNG, JPEG, WebP, BMP, GIF, TIFF).
     pub image: PathBuf,
-    /// Where to write the reconstruction (PNG).
+    /// Where to write the reconstruction (.png, .jpg/.jpeg or .webp; the parameters go into
+    /// its metadata).
     #[arg(short, long, value_name = "OUT.png")]
     pub output: PathBuf,
     /// Largest image accepted, in pixels (width x height).
@@ -29,12 +33,15 @@ pub struct Args {
     pub max_pixels: usize,
 }
 
-pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
-    image_io::check_png_output(&args.output)?;
+pub fn run(args: Args, compute: super::Compute, json: bool) -> super::CliResult {
+    check_output(&args.output)?;
     let image = image_io::read_rgb(&args.image)?;
     let pipeline = compute.open(tokenizer_only(args.tokenizer.as_ref()))?;
-    let reconstruction = pipeline.reconstruct(&image, args.max_pixels, &mut Progress::new())?;
+    let reconstruction = pipeline.reconstruct(&image, args.max_pixels, &mut Progress::new(json))?;
     reconstruction.save(&args.output)?;
+    if json {
+        return report_images(json, &[(args.output, reconstruction)]);
+    }
     let [h1, w1] = reconstruction.tokens.semantic.shape;
     let [h2, w2] = reconstruction.tokens.pixel.shape;
     println!(

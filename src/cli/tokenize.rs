@@ -12,7 +12,8 @@ use super::progress::Progress;
     after_help = "The image is resized to multiples of 16 pixels (Pillow bicubic, as the \
 official tokenizer app does), then tokenized twice: a semantic grid (one token per 28x28 \
 pixels of the ViT input, e.g. 9x9 for 256x256, 18x18 for 512x512) and a pixel grid (one token \
-per 16x16 pixels, e.g. 16x16 for 256x256).\n\nExamples:\n  illume tokenize --tokenizer \
+per 16x16 pixels, e.g. 16x16 for 256x256). With --json the grids are printed as \
+{\"semantic\":{\"shape\":[h,w],\"indices\":[...]},\"pixel\":{...}}, the input of `illume decode`.\n\nExamples:\n  illume tokenize --tokenizer \
 ILLUME-MLLM/dualvitok cat.png\n  illume tokenize --tokenizer ./dualvitok cat.jpg --json > \
 tokens.json"
 )]
@@ -23,9 +24,6 @@ pub struct Args {
     pub tokenizer: Option<PathBuf>,
     /// The image to tokenize (PNG, JPEG, WebP, BMP, GIF, TIFF).
     pub image: PathBuf,
-    /// Print the grids as JSON: {"semantic":{"shape":[h,w],"indices":[...]},"pixel":{...}}.
-    #[arg(long)]
-    pub json: bool,
     /// Largest image accepted, in pixels (width x height).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PIXELS, value_parser = super::values::positive)]
     pub max_pixels: usize,
@@ -52,11 +50,11 @@ fn print_grid(name: &str, shape: [usize; 2], indices: &[u32]) {
     }
 }
 
-pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
+pub fn run(args: Args, compute: super::Compute, json: bool) -> super::CliResult {
     let image = image_io::read_rgb(&args.image)?;
     let pipeline = compute.open(tokenizer_only(args.tokenizer.as_ref()))?;
-    let tokens = pipeline.tokenize(&image, args.max_pixels, &mut Progress::new())?;
-    if args.json {
+    let tokens = pipeline.tokenize(&image, args.max_pixels, &mut Progress::new(json))?;
+    if json {
         println!("{}", serde_json::to_string(&tokens)?);
     } else {
         // The pixel branch works on 16x16 patches.

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use illume::diffusion::resolution::resolution_index;
 use illume::diffusion::ImageSize;
 use illume::dualvitok::image_io;
-use illume::pipeline::UpscaleRequest;
+use illume::pipeline::{check_output, UpscaleRequest};
 
-use super::common::{source, DiffusionArgs};
+use super::common::{report_images, source, DiffusionArgs};
 use super::progress::Progress;
 use super::tokenize::tokenizer_only;
 
@@ -33,7 +33,8 @@ pub struct Args {
     pub diffusion: DiffusionArgs,
     /// The image to upscale (PNG, JPEG, WebP, BMP, GIF, TIFF).
     pub image: PathBuf,
-    /// Where to write the result (PNG).
+    /// Where to write the result (.png, .jpg/.jpeg or .webp; the parameters go into
+    /// its metadata).
     #[arg(short, long, value_name = "OUT.png")]
     pub output: PathBuf,
     /// Output size WxH, one of the trained sizes [default: the one nearest in aspect ratio].
@@ -58,8 +59,8 @@ fn parse_output_size(text: &str) -> Result<ImageSize, String> {
     Ok(size)
 }
 
-pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
-    image_io::check_png_output(&args.output)?;
+pub fn run(args: Args, compute: super::Compute, json: bool) -> super::CliResult {
+    check_output(&args.output)?;
     let image = image_io::read_rgb(&args.image)?;
     let (w, h) = (image.width(), image.height());
     let builder = tokenizer_only(args.tokenizer.as_ref())
@@ -68,8 +69,11 @@ pub fn run(args: Args, compute: super::Compute) -> super::CliResult {
     request.diffusion = args.diffusion.settings(args.seed);
     request.diffusion.options.size = args.size;
     let pipeline = compute.open(builder)?;
-    let upscaled = pipeline.upscale(&request, &mut Progress::new())?;
+    let upscaled = pipeline.upscale(&request, &mut Progress::new(json))?;
     upscaled.save(&args.output)?;
+    if json {
+        return report_images(json, &[(args.output, upscaled)]);
+    }
     let (out_w, out_h) = (upscaled.image.width(), upscaled.image.height());
     println!(
         "wrote {} ({out_w}x{out_h}) from the {w}x{h} input tokenized at {}x{}",

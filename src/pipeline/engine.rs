@@ -1,23 +1,24 @@
 //! The tasks on one backend: the models loaded when a stage first needs them, under the
 //! memory policy, with every stage reported as events.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use illume_backends::IllumeBackend;
-use illume_diffusion::{CodeEmbedder, DiffusionDecoder, ImageSize};
+use illume_diffusion::{latent_preview, CodeEmbedder, DiffusionDecoder, ImageSize};
 use illume_dualvitok::pil_resize::{pil_resize_rgb, PilFilter};
-use illume_dualvitok::{DualTokens, DualViTok};
+use illume_dualvitok::{DualTokens, DualViTok, TokenGrid};
 use illume_mllm::generate::Observer;
 use illume_mllm::text::TextStream;
 use illume_mllm::VocabLayout;
 use illume_mllm::{
-    Decoding, IllumeMllm, ImageGrid, ImageRequest, MllmError, TextRequest, TextTokenizer,
+    Decoding, GeneratedImage as GeneratedTokens, IllumeMllm, ImageGrid, ImageRequest, MllmError,
+    TextRequest, TextTokenizer,
 };
 use image::RgbImage;
 
 use super::events::Reporter;
 use super::request::{upscale_size, Decoder};
-use super::sources::{disk_bytes, Sources};
+use super::sources::{weight_files, Sources};
 use super::{
     Answer, ChatRequest, Component, DecodeRequest, EditRequest, Event, GenerateRequest,
     GeneratedImage, MemoryPolicy, PipelineError, TokenKind, UnderstandRequest, UpscaleRequest,
@@ -86,10 +87,12 @@ impl<B: IllumeBackend> Engine<B> {
             }
         }
         let located = self.sources.locate(component)?;
+        let files = weight_files(&located.path);
         r.send(Event::Loading {
             component,
             path: located.path.clone(),
-            bytes: disk_bytes(&located.path),
+            bytes: files.iter().map(|(_, bytes)| bytes).sum(),
+            files,
             demo: located.demo,
         })?;
         let started = Instant::now();
@@ -116,17 +119,21 @@ impl<B: IllumeBackend> Engine<B> {
         r: &mut Reporter,
     ) -> Result<Vec<GeneratedImage>> {
         self.ensure(Component::Mllm, r)?;
+        if request.preview_every.is_some() {
+            // Previews decode with DualViTok while the MLLM generates.
+            self.ensure(Component::Tokenizer, r)?;
+        }
         let (h, w) = (request.image.height, request.image.width);
         // Every image's tokens first, so the MLLM can make room for the decoder once.
         let mut generated = Vec::with_capacity(request.count);
         for index in 0..request.count {
             let sampling = with_seed_offset(&request.image, index);
-            let mllm = self.mllm.as_ref().expect("loaded by ensure");
             r.send(Event::Prefill)?;
-            let mut tokens = TokenEvents::image(r, index, &mllm.layout, h, w);
-            let started = Instant::now();
-            let image = mllm.text_to_image(&request.prompt, &sampling, &mut tokens)?;
-            generated.push((image, started.elapsed().as_secs_f64(), sampling));
+            let (image, seconds) =
+                self.image_tokens(index, (h, w), request.preview_every, r, |mllm, tokens| {
+                    mllm.text_to_image(&request.prompt, &sampling, tokens)
+                })?;
+            generated.push((image, seconds, sampling));
         }
         let mut images = Vec::with_capacity(generated.len());
         for (index, (image, seconds, sampling)) in generated.into_iter().enumerate() {
@@ -155,22 +162,24 @@ impl<B: IllumeBackend> Engine<B> {
         r: &mut Reporter,
     ) -> Result<GeneratedImage> {
         self.ensure(Component::Mllm, r)?;
+        if request.preview_every.is_some() {
+            self.ensure(Component::Tokenizer, r)?;
+        }
         let (w, h) = (
             request.image.width() as usize,
             request.image.height() as usize,
         );
         let (ah, aw) = illume_mllm::editing::nearest_anchor(w, h, &illume_mllm::editing::ANCHORS);
-        let mllm = self.mllm.as_ref().expect("loaded by ensure");
         r.send(Event::Encoding { images: 1 })?;
-        let mut tokens = TokenEvents::image(r, 0, &mllm.layout, ah, aw);
-        let started = Instant::now();
-        let edited = mllm.edit(
-            &request.image,
-            &request.instruction,
-            &request.sampling,
-            &mut tokens,
-        )?;
-        let seconds = started.elapsed().as_secs_f64();
+        let (edited, seconds) =
+            self.image_tokens(0, (ah, aw), request.preview_every, r, |mllm, tokens| {
+                mllm.edit(
+                    &request.image,
+                    &request.instruction,
+                    &request.sampling,
+                    tokens,
+                )
+            })?;
         let mut metadata = vec![
             ("illume.task".into(), "edit".into()),
             ("illume.instruction".into(), request.instruction.clone()),
@@ -195,8 +204,11 @@ impl<B: IllumeBackend> Engine<B> {
         request: &UnderstandRequest,
         r: &mut Reporter,
     ) -> Result<Answer> {
-        self.answer(1, &request.text, r, |mllm, tokens| {
-            mllm.understand(&request.image, &request.question, &request.text, tokens)
+        // One user turn holding the images: `<image>\n` each, then the question, as the
+        // official understanding prompt.
+        let turns = request.turns();
+        self.answer(request.images.len(), &request.text, r, |mllm, tokens| {
+            mllm.chat(&turns, &request.images, &request.text, tokens)
         })
     }
 
@@ -204,6 +216,29 @@ impl<B: IllumeBackend> Engine<B> {
         self.answer(request.images.len(), &request.text, r, |mllm, tokens| {
             mllm.chat(&request.turns, &request.images, &request.text, tokens)
         })
+    }
+
+    /// Run an MLLM image generation at `size` with its tokens (and previews, decoded by
+    /// DualViTok when it is loaded) as events; returns the tokens and the seconds taken.
+    fn image_tokens(
+        &self,
+        index: usize,
+        (height, width): (usize, usize),
+        preview_every: Option<Duration>,
+        r: &mut Reporter,
+        run: impl FnOnce(
+            &IllumeMllm<B>,
+            &mut TokenEvents,
+        ) -> std::result::Result<GeneratedTokens, MllmError>,
+    ) -> Result<(GeneratedTokens, f64)> {
+        let mllm = self.mllm.as_ref().expect("loaded by ensure");
+        let decode = self.tokenizer.as_ref().map(preview_decoder);
+        let mut tokens = TokenEvents::image(r, index, &mllm.layout, height, width)
+            .with_previews(preview_every, decode.as_deref());
+        let started = Instant::now();
+        let generated = run(mllm, &mut tokens);
+        tokens.check()?;
+        Ok((generated?, started.elapsed().as_secs_f64()))
     }
 
     /// Run an MLLM text answer with its text streamed as events.
@@ -222,12 +257,11 @@ impl<B: IllumeBackend> Engine<B> {
         let mut tokens = TokenEvents::text(r, text.max_new_tokens, &mllm.tokenizer);
         let started = Instant::now();
         let answer = run(mllm, &mut tokens);
-        let count = tokens.count;
-        if let Some(e) = tokens.error.take() {
-            return Err(e.into());
-        }
+        let (count, prompt) = (tokens.count, tokens.prompt);
+        tokens.check()?;
         Ok(Answer {
             text: answer?,
+            prompt_tokens: prompt,
             tokens: count,
             seconds: started.elapsed().as_secs_f64(),
         })
@@ -279,7 +313,11 @@ impl<B: IllumeBackend> Engine<B> {
 
     fn mllm_metadata(&self, request: &ImageRequest) -> Vec<(String, String)> {
         let s = &request.sampling;
-        vec![
+        let negative = request
+            .negative_prompt
+            .iter()
+            .map(|text| ("illume.negative_prompt".to_string(), text.clone()));
+        let mut metadata = vec![
             ("illume.mllm".into(), self.sources.describe(Component::Mllm)),
             (
                 "illume.size".into(),
@@ -305,7 +343,9 @@ impl<B: IllumeBackend> Engine<B> {
                     s.level1.top_p
                 ),
             ),
-        ]
+        ];
+        metadata.extend(negative);
+        metadata
     }
 
     /// Tokens → pixels with `decoder` (`size` overrides the diffusion output size), and
@@ -360,6 +400,10 @@ impl<B: IllumeBackend> Engine<B> {
                 image,
                 index: step.index,
                 total: step.total,
+                preview: settings
+                    .latent_preview
+                    .then(|| latent_preview(step.latents))
+                    .flatten(),
             });
             if r.cancelled() {
                 std::ops::ControlFlow::Break(())
@@ -403,28 +447,47 @@ fn with_seed_offset(request: &ImageRequest, index: usize) -> ImageRequest {
     request
 }
 
-/// The MLLM observer that turns generated ids into [`Event::Token`]s and carries the
-/// caller's cancellation into the generation loop.
+/// DualViTok's pixel decoder as the previews call it.
+type PreviewDecoder<'m> =
+    dyn Fn(&DualTokens) -> std::result::Result<RgbImage, illume_dualvitok::Error> + 'm;
+
+fn preview_decoder<B: IllumeBackend>(tokenizer: &DualViTok<B>) -> Box<PreviewDecoder<'_>> {
+    Box::new(move |tokens| tokenizer.decode_rgb(tokens))
+}
+
+/// The MLLM observer that turns generated ids into [`Event::Token`]s (and, when asked,
+/// [`Event::Preview`]s) and carries the caller's cancellation into the generation loop.
 struct TokenEvents<'r, 'a, 'm> {
     reporter: &'r mut Reporter<'a>,
     image: usize,
     max: usize,
+    /// Positions of the prompt (text tokens and image embeddings).
+    prompt: usize,
     count: usize,
     stream: Stream<'m>,
-    error: Option<MllmError>,
+    /// What stopped the generation from this side (a text or preview decoding error).
+    error: Option<PipelineError>,
 }
 
 enum Stream<'m> {
     Image {
         layout: &'m VocabLayout,
         grid: ImageGrid,
-        /// Codes seen so far per level.
-        seen: [usize; 2],
+        /// Codes so far per level.
+        codes: [Vec<u32>; 2],
+        previews: Option<Previews<'m>>,
     },
     Text {
         tokenizer: &'m TextTokenizer,
         stream: TextStream,
     },
+}
+
+/// Throttled decodes of the grids so far.
+struct Previews<'m> {
+    every: Duration,
+    last: Option<Instant>,
+    decode: &'m PreviewDecoder<'m>,
 }
 
 impl<'r, 'a, 'm> TokenEvents<'r, 'a, 'm> {
@@ -440,14 +503,32 @@ impl<'r, 'a, 'm> TokenEvents<'r, 'a, 'm> {
             reporter,
             image,
             max: grid.max_new_tokens(),
+            prompt: 0,
             count: 0,
             stream: Stream::Image {
                 layout,
                 grid,
-                seen: [0, 0],
+                codes: [Vec::new(), Vec::new()],
+                previews: None,
             },
             error: None,
         }
+    }
+
+    /// Previews at most `every` apart, decoded by `decode` (both needed).
+    fn with_previews(
+        mut self,
+        every: Option<Duration>,
+        decode: Option<&'m PreviewDecoder<'m>>,
+    ) -> Self {
+        if let Stream::Image { previews, .. } = &mut self.stream {
+            *previews = every.zip(decode).map(|(every, decode)| Previews {
+                every,
+                last: None,
+                decode,
+            });
+        }
+        self
     }
 
     fn text(reporter: &'r mut Reporter<'a>, max: usize, tokenizer: &'m TextTokenizer) -> Self {
@@ -455,6 +536,7 @@ impl<'r, 'a, 'm> TokenEvents<'r, 'a, 'm> {
             reporter,
             image: 0,
             max,
+            prompt: 0,
             count: 0,
             stream: Stream::Text {
                 tokenizer,
@@ -463,21 +545,63 @@ impl<'r, 'a, 'm> TokenEvents<'r, 'a, 'm> {
             error: None,
         }
     }
+
+    /// The error that stopped the generation from this side, if any (it comes before the
+    /// generation's own `Cancelled`).
+    fn check(&mut self) -> Result<()> {
+        self.error.take().map_or(Ok(()), Err)
+    }
+}
+
+/// The grids as far as `codes` go, the rest code 0.
+fn partial_tokens(grid: &ImageGrid, codes: &[Vec<u32>; 2]) -> DualTokens {
+    let level = |l: usize| {
+        let shape = grid.level(l);
+        let mut indices = codes[l].clone();
+        indices.resize(shape[0] * shape[1], 0);
+        TokenGrid { shape, indices }
+    };
+    DualTokens {
+        semantic: level(0),
+        pixel: level(1),
+    }
 }
 
 impl Observer for TokenEvents<'_, '_, '_> {
+    fn prompt(&mut self, positions: usize) {
+        self.prompt = positions;
+    }
+
     fn token(&mut self, step: usize, token: u32) {
         self.count += 1;
+        let mut preview = None;
         let kind = match &mut self.stream {
-            Stream::Image { layout, grid, seen } => match layout.code_of(token) {
-                Some((level, _)) if level < 2 => {
+            Stream::Image {
+                layout,
+                grid,
+                codes,
+                previews,
+            } => match layout.code_of(token) {
+                Some((level, code)) if level < 2 => {
                     let shape = grid.level(level);
-                    let at = seen[level];
-                    seen[level] += 1;
+                    let cols = shape[1].max(1);
+                    let at = codes[level].len();
+                    if at < shape[0] * shape[1] {
+                        codes[level].push(code);
+                    }
+                    let row_done = (at + 1) % cols == 0;
+                    if let Some(p) = previews
+                        .as_mut()
+                        .filter(|p| row_done && p.last.is_none_or(|last| last.elapsed() >= p.every))
+                    {
+                        p.last = Some(Instant::now());
+                        let rows = [0, 1].map(|l| codes[l].len() / grid.level(l)[1].max(1));
+                        preview = Some(((p.decode)(&partial_tokens(grid, codes)), rows));
+                    }
                     TokenKind::Image {
                         level,
-                        row: at / shape[1].max(1),
-                        col: at % shape[1].max(1),
+                        row: at / cols,
+                        col: at % cols,
                         grid: shape,
                     }
                 }
@@ -486,7 +610,7 @@ impl Observer for TokenEvents<'_, '_, '_> {
             Stream::Text { tokenizer, stream } => match stream.push(tokenizer, token) {
                 Ok(text) => TokenKind::Text(text.unwrap_or_default()),
                 Err(e) => {
-                    self.error.get_or_insert(e);
+                    self.error.get_or_insert(e.into());
                     TokenKind::Text(String::new())
                 }
             },
@@ -497,6 +621,17 @@ impl Observer for TokenEvents<'_, '_, '_> {
             max: self.max,
             kind,
         });
+        match preview {
+            Some((Ok(picture), rows)) => self.reporter.note(Event::Preview {
+                image: self.image,
+                picture,
+                rows,
+            }),
+            Some((Err(e), _)) => {
+                self.error.get_or_insert(e.into());
+            }
+            None => {}
+        }
     }
 
     fn cancelled(&mut self) -> bool {

@@ -25,6 +25,12 @@ pub enum PipelineError {
     Tokenizer(#[from] illume_dualvitok::Error),
     #[error(transparent)]
     Diffusion(DiffusionError),
+    /// A result image could not be written (or will not be: checked before the models run).
+    #[error("{}: {reason}", path.display())]
+    Output {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     /// The built-in demo model could not be written to its cache folder.
     #[error("demo model: {0}")]
     Demo(String),

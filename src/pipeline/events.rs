@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use image::RgbImage;
+
 use super::PipelineError;
 
 /// One of the three models a pipeline loads.
@@ -50,11 +52,13 @@ pub enum TokenKind {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A model starts loading from `path` (`bytes` on disk). `demo`: it is the built-in
-    /// demo model (random weights: the output is meaningless).
+    /// A model starts loading from `path`: its weight `files` with their sizes, `bytes` in
+    /// all. `demo`: it is the built-in demo model (random weights: the output is
+    /// meaningless).
     Loading {
         component: Component,
         path: PathBuf,
+        files: Vec<(PathBuf, u64)>,
         bytes: u64,
         demo: bool,
     },
@@ -79,16 +83,28 @@ pub enum Event {
         max: usize,
         kind: TokenKind,
     },
+    /// Output `image`'s token grids decoded as far as they are generated (cells not
+    /// generated yet hold code 0), so an app can show the picture forming; sent when a
+    /// grid row completes, at most as often as the request's `preview_every`. `rows`: the
+    /// complete rows of the semantic and pixel grids.
+    Preview {
+        image: usize,
+        picture: RgbImage,
+        rows: [usize; 2],
+    },
     /// Output `image`'s tokens are being turned into pixels.
     Decoding {
         image: usize,
         diffusion: bool,
     },
-    /// Diffusion step `index` (0-based) of `total` for output `image`.
+    /// Diffusion step `index` (0-based) of `total` for output `image`. `preview`: with
+    /// [`super::DiffusionSettings::latent_preview`], the latents after this step as a
+    /// picture of 1/8 the output size (a linear map of the latents, no VAE call).
     DiffusionStep {
         image: usize,
         index: usize,
         total: usize,
+        preview: Option<RgbImage>,
     },
 }
 

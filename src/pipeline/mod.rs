@@ -40,6 +40,7 @@ macro_rules! dispatch {
 mod engine;
 mod error;
 mod events;
+mod output;
 mod request;
 mod sources;
 
@@ -60,6 +61,7 @@ use self::sources::Sources;
 
 pub use self::error::PipelineError;
 pub use self::events::{CancelToken, Component, Event, Events, Flow, NoEvents, TokenKind};
+pub use self::output::{check_output, ImageFormat, OUTPUT_EXTENSIONS};
 pub use self::request::{
     ChatRequest, DecodeRequest, Decoder, DiffusionSettings, EditRequest, GenerateRequest,
     UnderstandRequest, UpscaleRequest, MAX_IMAGES,
@@ -205,14 +207,16 @@ impl GeneratedImage {
         }
     }
 
-    /// Write the image as a PNG with its metadata, atomically (a temporary file beside
-    /// `path`, then a rename: a failed write keeps the previous file).
+    /// Write the image with its metadata in the format `path`'s extension names (PNG,
+    /// JPEG, WebP: [`ImageFormat`]), atomically (a temporary file beside `path`, then a
+    /// rename: a failed write keeps the previous file).
     pub fn save(&self, path: &Path) -> Result<(), PipelineError> {
-        Ok(illume_diffusion::write_png(
-            path,
-            &self.image,
-            &self.metadata,
-        )?)
+        output::write_image(path, &self.image, &self.metadata)
+    }
+
+    /// The image's file bytes in `format`, with its metadata (e.g. to send it).
+    pub fn encode(&self, format: ImageFormat) -> Result<Vec<u8>, PipelineError> {
+        output::encode_image(format, &self.image, &self.metadata)
     }
 }
 
@@ -221,6 +225,8 @@ impl GeneratedImage {
 #[non_exhaustive]
 pub struct Answer {
     pub text: String,
+    /// Positions of the prompt the answer followed (text tokens and image embeddings).
+    pub prompt_tokens: usize,
     /// Generated tokens (the stop token included).
     pub tokens: usize,
     /// Seconds from the image encoding to the last token.
@@ -240,6 +246,12 @@ impl Pipeline {
     /// The float type it computes in: "f32", "f16" or "bf16".
     pub fn dtype(&self) -> &'static str {
         self.dtype
+    }
+
+    /// Where `component` comes from: its path, `demo` for the built-in one, `none` when the
+    /// pipeline has none.
+    pub fn source(&self, component: Component) -> String {
+        dispatch!(&*self.lock(), e => e.sources().describe(component))
     }
 
     /// The models loaded now.

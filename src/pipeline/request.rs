@@ -1,5 +1,7 @@
 //! Typed requests of the pipeline's tasks, each validated before any model loads.
 
+use std::time::Duration;
+
 use illume_diffusion::resolution::resolution_index;
 use illume_diffusion::scheduler::MAX_STEPS;
 use illume_diffusion::{CodePrecision, DecodeOptions, ImageSize};
@@ -27,6 +29,8 @@ pub struct DiffusionSettings {
     pub options: DecodeOptions,
     /// Precision of the DualViTok code map (f16 as the official pipeline).
     pub code_precision: CodePrecision,
+    /// Send a low-cost picture of the latents with every step event.
+    pub latent_preview: bool,
 }
 
 impl Default for DiffusionSettings {
@@ -35,6 +39,7 @@ impl Default for DiffusionSettings {
         Self {
             options: DecodeOptions::default(),
             code_precision: CodePrecision::Float16,
+            latent_preview: false,
         }
     }
 }
@@ -50,6 +55,10 @@ pub struct GenerateRequest {
     /// How many images (1 to [`MAX_IMAGES`]).
     pub count: usize,
     pub decoder: Decoder,
+    /// Send [`super::Event::Preview`]s of the grids so far, at most this often (`None`:
+    /// none). Each decodes the whole grid with the pixel decoder: on a CPU that costs about
+    /// as much as the final decode, so keep it seconds apart there.
+    pub preview_every: Option<Duration>,
 }
 
 /// The most images one request may ask for.
@@ -63,6 +72,7 @@ impl GenerateRequest {
             image: ImageRequest::text_to_image(height, width),
             count: 1,
             decoder: Decoder::Pixel,
+            preview_every: None,
         }
     }
 
@@ -75,6 +85,12 @@ impl GenerateRequest {
             ));
         }
         check_sampling(&self.image)?;
+        if self.image.negative_prompt.is_some() && self.image.guidance <= 1.0 {
+            return Err(invalid(
+                "negative_prompt",
+                "needs a CFG scale above 1: at 1 the unconditional stream it replaces does not run",
+            ));
+        }
         check_decoder(&self.decoder)?;
         if let Decoder::Diffusion(settings) = &self.decoder {
             if settings.options.size.is_none() {
@@ -96,6 +112,8 @@ pub struct EditRequest {
     /// CFG and sampling; the size is the input's nearest anchor, not these fields.
     pub sampling: ImageRequest,
     pub decoder: Decoder,
+    /// As [`GenerateRequest::preview_every`].
+    pub preview_every: Option<Duration>,
 }
 
 impl EditRequest {
@@ -106,21 +124,29 @@ impl EditRequest {
             instruction: instruction.into(),
             sampling: ImageRequest::editing(),
             decoder: Decoder::Pixel,
+            preview_every: None,
         }
     }
 
     pub(crate) fn validate(&self) -> Result<(), PipelineError> {
         check_input_image("image", &self.image)?;
         check_sampling(&self.sampling)?;
+        if self.sampling.negative_prompt.is_some() {
+            return Err(invalid(
+                "negative_prompt",
+                "applies to text-to-image; editing's unconditional prompt is the official \
+                 \"reconstruct the image\"",
+            ));
+        }
         check_decoder(&self.decoder)
     }
 }
 
-/// A question about an image.
+/// A question about one or more images (`<image>\n` per image, then the question).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct UnderstandRequest {
-    pub image: RgbImage,
+    pub images: Vec<RgbImage>,
     pub question: String,
     pub text: TextRequest,
 }
@@ -128,15 +154,33 @@ pub struct UnderstandRequest {
 impl UnderstandRequest {
     /// Greedy, up to 1024 new tokens (the official evaluation).
     pub fn new(image: RgbImage, question: impl Into<String>) -> Self {
+        Self::with_images(vec![image], question)
+    }
+
+    /// A question about several images at once.
+    pub fn with_images(images: Vec<RgbImage>, question: impl Into<String>) -> Self {
         Self {
-            image,
+            images,
             question: question.into(),
             text: TextRequest::default(),
         }
     }
 
+    /// The one-turn conversation this question is.
+    pub(crate) fn turns(&self) -> Vec<Turn> {
+        vec![Turn::user(self.question.clone(), self.images.len())]
+    }
+
     pub(crate) fn validate(&self) -> Result<(), PipelineError> {
-        check_input_image("image", &self.image)?;
+        if self.images.is_empty() {
+            return Err(invalid(
+                "images",
+                "an understanding question needs an image",
+            ));
+        }
+        for image in &self.images {
+            check_input_image("images", image)?;
+        }
         check_text(&self.text)
     }
 }

@@ -160,21 +160,29 @@ impl Sources {
     }
 }
 
-/// Bytes of the files at `path` (a file, or a folder and its sub-folders two levels deep).
-pub(crate) fn disk_bytes(path: &Path) -> u64 {
-    fn walk(path: &Path, depth: usize) -> u64 {
+/// The weight files at `path` (the file itself, or the `.safetensors`/`.bin`/`.pt`/`.pth`
+/// files of a folder and its sub-folders two levels deep), sorted, with their sizes.
+pub(crate) fn weight_files(path: &Path) -> Vec<(PathBuf, u64)> {
+    fn is_weights(path: &Path) -> bool {
+        path.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "safetensors" | "bin" | "pt" | "pth"))
+    }
+    fn walk(path: &Path, depth: usize, top: bool, into: &mut Vec<(PathBuf, u64)>) {
         match std::fs::metadata(path) {
-            Ok(m) if m.is_file() => m.len(),
-            Ok(m) if m.is_dir() && depth > 0 => std::fs::read_dir(path)
-                .map(|entries| {
-                    entries
-                        .filter_map(|e| e.ok())
-                        .map(|e| walk(&e.path(), depth - 1))
-                        .sum()
-                })
-                .unwrap_or(0),
-            _ => 0,
+            Ok(m) if m.is_file() && (top || is_weights(path)) => {
+                into.push((path.to_path_buf(), m.len()))
+            }
+            Ok(m) if m.is_dir() && depth > 0 => {
+                for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                    walk(&entry.path(), depth - 1, false, into);
+                }
+            }
+            _ => {}
         }
     }
-    walk(path, 3)
+    let mut files = Vec::new();
+    walk(path, 3, true, &mut files);
+    files.sort();
+    files
 }
