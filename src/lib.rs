@@ -16,3 +16,5 @@ pub mod bench;
 pub mod demo;
 pub mod parity;
 pub mod pipeline;
+#[cfg(feature = "serve")]
+pub mod serve;

@@ -8,3 +8,5 @@ mod backend_parity;
 mod checkpoints;
 mod cli;
 mod pipeline;
+#[cfg(feature = "serve")]
+mod serve;

@@ -16,6 +16,8 @@ mod generate;
 mod inspect;
 mod progress;
 mod reconstruct;
+#[cfg(feature = "serve")]
+mod serve;
 mod tokenize;
 mod understand;
 mod upscale;
@@ -84,6 +86,9 @@ enum Command {
     Edit(edit::Args),
     /// Upscale an image 2x: DualViTok tokens rendered by the SDXL diffusion decoder.
     Upscale(upscale::Args),
+    /// Serve the models over an OpenAI-compatible HTTP API (chat, image generation, edits).
+    #[cfg(feature = "serve")]
+    Serve(serve::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -115,6 +120,8 @@ pub fn main() -> ExitCode {
         Command::Decode(args) => decode::run(args, compute, json),
         Command::Edit(args) => edit::run(args, compute, json),
         Command::Upscale(args) => upscale::run(args, compute, json),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::run(args, compute),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
