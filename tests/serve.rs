@@ -630,6 +630,14 @@ fn load_over_the_queue_gets_answers_or_429s() {
         ..ServeConfig::default()
     });
     let addr = server.addr;
+    // Warm up (the models load on first use), then watch the process's resident memory.
+    let warm = post_json(
+        addr,
+        "/v1/images/generations",
+        &json!({"prompt": "a square", "size": "256x256"}),
+    );
+    assert_eq!(warm.status, 200);
+    let rss_before = resident_bytes();
     let started = Instant::now();
     let results: Vec<(bool, u16, Duration)> = std::thread::scope(|s| {
         let clients: Vec<_> = (0..8)
@@ -684,4 +692,26 @@ fn load_over_the_queue_gets_answers_or_429s() {
     // The queue drained: nothing is left waiting.
     let health = send(addr, "GET", "/health", &[], b"").json();
     assert_eq!(health["queue_depth"], 0);
+    // Reported, not asserted: the suite's other tests share this process's memory.
+    if let (Some(before), Some(after)) = (rss_before, resident_bytes()) {
+        eprintln!(
+            "load: resident memory {} MiB before, {} MiB after",
+            before >> 20,
+            after >> 20
+        );
+    }
+}
+
+/// This process's resident memory (Linux), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib << 10)
 }
