@@ -715,3 +715,30 @@ fn resident_bytes() -> Option<u64> {
         .ok()?;
     Some(kib << 10)
 }
+
+/// A request still running at the time limit is stopped: 503 with `Retry-After`, and the
+/// server goes on serving.
+#[test]
+fn a_request_past_the_time_limit_gets_503() {
+    let server = TestServer::start(ServeConfig {
+        time_limit: Duration::from_millis(1),
+        ..ServeConfig::default()
+    });
+    let reply = post_json(
+        server.addr,
+        "/v1/images/generations",
+        &json!({"prompt": "a square", "size": "256x256"}),
+    );
+    assert_eq!(
+        reply.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.error()["code"], "timeout");
+    assert!(reply.header("retry-after").is_some());
+    assert_eq!(
+        send(server.addr, "GET", "/health", &[], b"").json()["queue_depth"],
+        0
+    );
+}
