@@ -75,6 +75,11 @@ impl Reply {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// A 200, or the failure with the body that explains it.
+    fn expect_ok(&self) {
+        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -261,12 +266,7 @@ fn every_route_answers_in_openai_shapes() {
 
     // Chat, whole: a multi-turn conversation with an image.
     let reply = post_json(addr, "/v1/chat/completions", &chat_body(5, false));
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.expect_ok();
     let body = reply.json();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["choices"][0]["message"]["role"], "assistant");
@@ -320,12 +320,7 @@ fn every_route_answers_in_openai_shapes() {
         &json!({"prompt": "a red circle", "size": "256x256", "n": 2, "seed": 3,
                 "negative_prompt": "blue", "guidance_scale": 2.5}),
     );
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.expect_ok();
     let data = reply.json()["data"].as_array().unwrap().clone();
     assert_eq!(data.len(), 2);
     for image in &data {
@@ -351,17 +346,39 @@ fn every_route_answers_in_openai_shapes() {
         &[("Content-Type", &content_type)],
         &body,
     );
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.expect_ok();
     let b64 = reply.json()["data"][0]["b64_json"]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(b64_png_size(&b64), (96, 64));
+    // A served size resizes the edit, and its parameters say so.
+    let (content_type, body) = multipart(&[
+        ("image", &png, Some("in.png")),
+        ("prompt", b"make it red", None),
+        ("size", b"256x256", None),
+    ]);
+    let reply = send(
+        addr,
+        "POST",
+        "/v1/images/edits",
+        &[("Content-Type", &content_type)],
+        &body,
+    );
+    reply.expect_ok();
+    let b64 = reply.json()["data"][0]["b64_json"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(b64_png_size(&b64), (256, 256));
+    let png_out = base64::engine::general_purpose::STANDARD
+        .decode(&b64)
+        .unwrap();
+    let text = String::from_utf8_lossy(&png_out);
+    assert!(
+        text.contains("illume.output_size\x00256x256"),
+        "the PNG says its size"
+    );
 
     let metrics = send(addr, "GET", "/metrics", &[], b"");
     assert_eq!(metrics.status, 200);
@@ -531,12 +548,7 @@ fn bad_requests_get_the_right_status_and_error_json() {
         &[auth, json_type],
         chat.as_bytes(),
     );
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.expect_ok();
 }
 
 /// A client that goes away mid-stream cancels its job: the server counts it cancelled
@@ -613,12 +625,7 @@ fn a_disconnect_mid_stream_cancels_the_job() {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    reply.expect_ok();
 }
 
 /// 8 clients × 8 requests (chat and image generation mixed) against a queue of 3: every

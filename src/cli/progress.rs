@@ -71,7 +71,6 @@ impl Events for Progress {
                 files,
                 bytes,
                 demo,
-                ..
             } => {
                 if *demo && !self.notice_shown {
                     self.notice_shown = true;

@@ -216,7 +216,12 @@ impl GeneratedImage {
 
     /// The image's file bytes in `format`, with its metadata (e.g. to send it).
     pub fn encode(&self, format: ImageFormat) -> Result<Vec<u8>, PipelineError> {
-        output::encode_image(format, &self.image, &self.metadata)
+        output::encode_image(format, &self.image, &self.metadata).map_err(|reason| {
+            PipelineError::Output {
+                path: "(in memory)".into(),
+                reason,
+            }
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 //! and WebP), atomically (a temporary file beside the target, then a rename).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use illume_dualvitok::image_io;
 use image::RgbImage;
@@ -57,32 +57,25 @@ pub(crate) fn write_image(
     image: &RgbImage,
     metadata: &[(String, String)],
 ) -> Result<(), PipelineError> {
-    let bytes =
-        encode_image(ImageFormat::from_path(path)?, image, metadata).map_err(|e| match e {
-            PipelineError::Output { reason, .. } => output_error(path, reason),
-            e => e,
-        })?;
+    let bytes = encode_image(ImageFormat::from_path(path)?, image, metadata)
+        .map_err(|reason| output_error(path, reason))?;
     image_io::write_atomically(path, |file| {
         file.write_all(&bytes).map_err(|e| e.to_string())
     })
     .map_err(|reason| output_error(path, reason))
 }
 
-/// The file bytes of `image` in `format`, with `metadata`.
+/// The file bytes of `image` in `format`, with `metadata`; the error says why not.
 pub(crate) fn encode_image(
     format: ImageFormat,
     image: &RgbImage,
     metadata: &[(String, String)],
-) -> Result<Vec<u8>, PipelineError> {
+) -> Result<Vec<u8>, String> {
     match format {
         ImageFormat::Png => illume_diffusion::encode_png(image, metadata),
         ImageFormat::Jpeg => encode_jpeg(image, &xmp_packet(metadata)),
         ImageFormat::WebP => encode_webp(image, &xmp_packet(metadata)),
     }
-    .map_err(|reason| PipelineError::Output {
-        path: PathBuf::new(),
-        reason,
-    })
 }
 
 fn encode_jpeg(image: &RgbImage, xmp: &str) -> Result<Vec<u8>, String> {
@@ -245,22 +238,18 @@ mod tests {
 
     #[test]
     fn the_extension_picks_the_format_and_unknown_ones_are_refused() {
-        assert_eq!(
-            ImageFormat::from_path(Path::new("a.PNG")).unwrap(),
-            ImageFormat::Png
-        );
-        assert_eq!(
-            ImageFormat::from_path(Path::new("a.jpeg")).unwrap(),
-            ImageFormat::Jpeg
-        );
-        assert_eq!(
-            ImageFormat::from_path(Path::new("a.jpg")).unwrap(),
-            ImageFormat::Jpeg
-        );
-        assert_eq!(
-            ImageFormat::from_path(Path::new("a.webp")).unwrap(),
-            ImageFormat::WebP
-        );
+        for (name, format) in [
+            ("a.PNG", ImageFormat::Png),
+            ("a.jpeg", ImageFormat::Jpeg),
+            ("a.jpg", ImageFormat::Jpeg),
+            ("a.webp", ImageFormat::WebP),
+        ] {
+            assert_eq!(
+                ImageFormat::from_path(Path::new(name)).unwrap(),
+                format,
+                "{name}"
+            );
+        }
         for bad in ["a.gif", "a", "a.png.tmp"] {
             let err = ImageFormat::from_path(Path::new(bad))
                 .unwrap_err()

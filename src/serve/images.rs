@@ -315,6 +315,12 @@ pub async fn edits(
                 size.height as u32,
                 image::imageops::FilterType::Lanczos3,
             );
+            // The file's parameters say the size it has now.
+            for (key, value) in &mut image.metadata {
+                if key == "illume.output_size" {
+                    *value = format!("{}x{}", size.width, size.height);
+                }
+            }
         }
     }
     response(&images)
